@@ -1,0 +1,3 @@
+from scent_search.cli import main
+
+main()

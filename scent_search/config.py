@@ -1,0 +1,215 @@
+"""Frozen configs, one per concern: the model, the target shape of a training step, and training.
+
+Each is validated once, when it is built (from TOML, the CLI or code), and then passed down as is.
+`from_mapping` is the single place that turns untrusted dicts into configs: it refuses unknown keys
+and wrong types with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from scent_search.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(key, message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Constructor arguments of MambaSCENTHybrid (DESIGN.md section 2). Defaults are the researcher's baseline."""
+
+    patch_size: int = 2
+    in_channels: int = 3
+    dim: int = 256  # token width of encoder and processor (= decoder context width)
+    num_lp_tokens: int = 256  # learnable latents the encoder summarises into
+    feature_dim: int = 64  # width of each Gaussian Fourier feature map ([sin, cos] halves)
+    sigma_q: float = 16.0
+    sigma_ls: tuple[float, ...] = (128.0, 32.0)  # one decoder branch per entry; len = scale count
+    hidden_dim: int = 512
+    mult: int = 4
+    num_processor_layers: int = 4
+    num_decoder_layers: int = 3
+    share_scales: bool = False
+    encoder_heads: int = 8
+    modulation_heads: int = 2  # DESIGN.md: modulation_ca has heads=2
+    # Predict a correction over the bicubic upsample of the LR input instead of raw RGB.
+    # Off by default: the researcher's model predicts RGB directly.
+    residual_bicubic: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma_ls", tuple(float(s) for s in self.sigma_ls))
+        for name in ("patch_size", "in_channels", "dim", "num_lp_tokens", "feature_dim", "hidden_dim",
+                     "num_processor_layers", "num_decoder_layers", "encoder_heads", "modulation_heads"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.mult >= 1, "mult", f"must be >= 1, got {self.mult}")
+        _check(len(self.sigma_ls) >= 1, "sigma_ls", "must hold at least one bandwidth (the scale count is its length)")
+        _check(all(s > 0 for s in self.sigma_ls), "sigma_ls", f"every bandwidth must be > 0, got {list(self.sigma_ls)}")
+        _check(self.sigma_q > 0, "sigma_q", f"must be > 0, got {self.sigma_q}")
+        _check(self.feature_dim % 2 == 0, "feature_dim", f"must be even ([sin, cos] halves), got {self.feature_dim}")
+        _check(self.dim % self.encoder_heads == 0, "dim",
+               f"{self.dim} is not divisible by encoder_heads={self.encoder_heads}")
+        _check(self.hidden_dim % self.modulation_heads == 0, "hidden_dim",
+               f"{self.hidden_dim} is not divisible by modulation_heads={self.modulation_heads}")
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.sigma_ls)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sigma_ls"] = list(self.sigma_ls)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> "ModelConfig":
+        return from_mapping(cls, data, source=source)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TargetShape:
+    """The training step whose peak memory is the search constraint (DESIGN.md section 4).
+
+    Independent of how long a trial trains: it is the shape the researcher wants to train at.
+    """
+
+    batch_size: int = 64
+    queries: int = 1024  # query points per image (sample_q)
+    lr_size: int = 32  # LR input side, pixels
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
+    checkpointing: bool = False  # activation checkpointing of the decoder stacks
+    optimizer: str = "adam"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "queries", "lr_size"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        _check(self.optimizer == "adam", "optimizer", f"only 'adam' is supported, got {self.optimizer!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "TargetShape":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one config is trained and evaluated (DESIGN.md section 3)."""
+
+    steps: int = 1000  # optimisation steps; the run also stops at `seconds` if set
+    seconds: float | None = None
+    batch_size: int = 16
+    sample_q: int = 1024  # query pixels per training sample
+    lr_size: int = 32  # LR input side
+    scale_min: float = 1.0
+    scale_max: float = 4.0
+    lr: float = 1e-4  # Adam learning rate
+    lr_schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    precision: str = "fp32"  # bf16 autocast applies on CUDA only
+    checkpointing: bool = False
+    eval_points: int = 4  # validation PSNR is computed this many times, evenly spaced (last at the end)
+    eval_scales: tuple[float, ...] = (4.0,)  # x4 is the reported objective
+    val_hr_size: int = 128
+    val_crops: int = 16  # fixed validation crops, dealt round-robin over the validation images
+    eval_chunk: int = 4096  # queries decoded per chunk at evaluation
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eval_scales", tuple(float(s) for s in self.eval_scales))
+        for name in ("steps", "batch_size", "sample_q", "lr_size", "eval_points", "val_hr_size", "val_crops",
+                     "eval_chunk"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.seconds is None or self.seconds > 0, "seconds", f"must be > 0, got {self.seconds}")
+        _check(1.0 <= self.scale_min <= self.scale_max, "scale_min",
+               f"need 1 <= scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        smallest_crop = round(self.lr_size * self.scale_min)  # queries are drawn without replacement from it
+        _check(self.sample_q <= smallest_crop ** 2, "sample_q",
+               f"must be <= {smallest_crop ** 2}, the pixels of the smallest HR crop "
+               f"(lr_size*scale_min = {smallest_crop})")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _check(self.lr_schedule in ("cosine", "constant"), "lr_schedule",
+               f"must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        _check(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
+        _check(self.precision in PRECISIONS, "precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        _check(len(self.eval_scales) >= 1 and all(s >= 1 for s in self.eval_scales), "eval_scales",
+               f"must be a non-empty list of scales >= 1, got {list(self.eval_scales)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["eval_scales"] = list(self.eval_scales)
+        return d
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Untrusted mappings -> configs
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether a TOML/JSON value fits a dataclass field annotation (int is accepted for float)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, args[0]) for v in value) if args else True
+    if origin is dict:
+        return isinstance(value, Mapping)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], source: str | None = None, prefix: str = ""):
+    """Build the frozen dataclass `cls` from `data`, refusing unknown keys and wrong types.
+
+    `prefix` is prepended to key names in messages (e.g. "model." for a [model] table of a study spec).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix.rstrip(".") or cls.__name__, f"must be a table, got {type(data).__name__}", source)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"unknown key (known: {', '.join(sorted(names))})", source)
+    for key, value in data.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(prefix + key, f"expected {_type_name(hints[key])}, got {value!r}", source)
+    try:
+        return cls(**data)
+    except ConfigError as e:
+        raise ConfigError(prefix + e.key, str(e).split(": ", 1)[1], source) from e
+
+
+__all__ = ["ModelConfig", "TargetShape", "TrainConfig", "from_mapping", "PRECISIONS"]

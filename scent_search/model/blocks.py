@@ -1,0 +1,95 @@
+"""Building blocks shared by the encoder and the SCENT decoder (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GaussianFourierFeatures(nn.Module):
+    """coords (..., in_dim) -> [sin(xB), cos(xB)] (..., feature_dim), B ~ N(0, sigma^2) fixed.
+
+    B is a buffer, so it is saved with the checkpoint and the features are reproducible after loading.
+    """
+
+    def __init__(self, in_dim: int, feature_dim: int, sigma: float):
+        super().__init__()
+        self.sigma = sigma
+        self.register_buffer("B", torch.randn(in_dim, feature_dim // 2) * sigma)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        proj = coords.to(self.B.dtype) @ self.B  # (..., feature_dim / 2)
+        return torch.cat([proj.sin(), proj.cos()], dim=-1)
+
+
+class GEGLU(nn.Module):
+    """Split the last dim in halves (a, b) and return a * gelu(b)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=-1)
+        return a * F.gelu(b)
+
+
+class FeedForward(nn.Module):
+    """Linear(dim -> dim*mult*2) -> GEGLU -> Linear(dim*mult -> dim)."""
+
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim * mult * 2), GEGLU(), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PreNorm(nn.Module):
+    """LayerNorm, then fn. With context_dim, the context is normed too (cross-attention). The caller adds the residual."""
+
+    def __init__(self, dim: int, fn: nn.Module, context_dim: int | None = None):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fn = fn
+        self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm_context is None:
+            return self.fn(self.norm(x))
+        return self.fn(self.norm(x), self.norm_context(context))
+
+
+class Attention(nn.Module):
+    """Multi-head cross-attention: queries (B, Q, query_dim) attend to context (B, M, context_dim).
+
+    Uses `scaled_dot_product_attention`, which on CUDA dispatches to flash / memory-efficient kernels that
+    keep no (B, heads, Q, M) attention matrix for backward. The memory predictor models that difference.
+    """
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, query_dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, q, _ = x.shape
+        m = context.shape[1]
+        h = self.heads
+        query = self.to_q(x).view(b, q, h, -1).transpose(1, 2)  # (B, h, Q, d)
+        k, v = self.to_kv(context).view(b, m, 2, h, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, h, M, d)
+        out = F.scaled_dot_product_attention(query, k, v)  # (B, h, Q, d)
+        return self.to_out(out.transpose(1, 2).reshape(b, q, -1))
+
+
+class ResidualFeedForwards(nn.Module):
+    """`depth` residual PreNorm(FeedForward) layers: x = x + ff(norm(x)), each."""
+
+    def __init__(self, dim: int, mult: int, depth: int):
+        super().__init__()
+        self.layers = nn.ModuleList(PreNorm(dim, FeedForward(dim, mult)) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + layer(x)
+        return x

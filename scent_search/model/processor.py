@@ -59,19 +59,22 @@ def selective_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK):
     Inside a chunk, with S_t = sum_{s<=t} delta_s A (cumulative log decay from the chunk start):
         h_t = exp(S_t) * (h_0 + cumsum_s(exp(-S_s) * delta_s B_s u_s))
     so each chunk is a handful of whole-tensor ops and the Python loop runs L / chunk times, not L.
+    The (b, chunk, d, n) tensors are built per chunk, never for the whole sequence at once.
     Computed in fp32 (or the input's float64) whatever the autocast dtype, as mamba-ssm does.
     """
     dtype = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     b, L, d = u.shape
-    log_decay = (delta[..., None] * A).clamp_min(_log_decay_floor(dtype, chunk))  # (b, L, d, n), <= 0
-    dBu = (delta * u)[..., None] * B[:, :, None, :]  # (b, L, d, n)
+    floor = _log_decay_floor(dtype, chunk)
+    du = delta * u  # (b, L, d)
     h = u.new_zeros(b, d, A.shape[1])  # (b, d, n) carry between chunks
     ys = []
     for s in range(0, L, chunk):
-        S = torch.cumsum(log_decay[:, s:s + chunk], dim=1)  # (b, T, d, n)
-        hc = torch.exp(S) * (h[:, None] + torch.cumsum(torch.exp(-S) * dBu[:, s:s + chunk], dim=1))
-        ys.append(torch.einsum("btdn,btn->btd", hc, C[:, s:s + chunk]))
+        e = s + chunk
+        S = torch.cumsum((delta[:, s:e, :, None] * A).clamp_min(floor), dim=1)  # (b, T, d, n), <= 0
+        decay = torch.exp(S)
+        hc = decay * (h[:, None] + torch.cumsum(du[:, s:e, :, None] * B[:, s:e, None, :] / decay, dim=1))
+        ys.append(torch.einsum("btdn,btn->btd", hc, C[:, s:e]))  # (b, T, d)
         h = hc[:, -1]
     return torch.cat(ys, dim=1) + u * D.to(dtype)
 

@@ -1,0 +1,153 @@
+"""The self-contained HTML report: one file, plotly.js embedded once, no external URL.
+
+Every piece of text that comes from the study (its name, knob names and values, attrs) goes through
+`html.escape`; the figures' JSON is escaped by plotly (`<`, `>` and `/` become \\u escapes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+import plotly.offline
+
+from scent_search.report import figures
+from scent_search.report.export import table
+from scent_search.report.pareto import FEASIBLE, INFEASIBLE, RUNNING, StudySummary, summarize
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px;
+       padding: 1em 2em; color: #222; }
+h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1.2em; }
+dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; }
+.notice { background: #fff4e5; border-left: 4px solid #ff9800; padding: .5em 1em; margin: .5em 0; }
+table { border-collapse: collapse; font-size: 90%; margin: .5em 0; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; }
+th { background: #f4f4f4; } td.text { text-align: left; }
+tr.pareto td:first-child { font-weight: 600; }
+"""
+
+# Table headers of the export columns (units where they have one).
+_HEADERS = {"trial": "trial", "status": "status", "pareto": "Pareto", "peak_gib": "peak (GiB)",
+            "peak_source": "peak source", "psnr": "PSNR (dB)", "bicubic_psnr": "bicubic PSNR (dB)",
+            "steps_per_s": "steps/s", "n_params": "parameters"}
+_DIGITS = {"peak_gib": 3, "psnr": 2, "bicubic_psnr": 2, "steps_per_s": 2}
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return '<td class="text">–</td>'
+    if isinstance(value, bool):
+        return f'<td class="text">{"yes" if value else "no"}</td>'
+    if name == "n_params" and isinstance(value, int):
+        return f"<td>{value:,}</td>"
+    if isinstance(value, float) and name in _DIGITS:
+        return f"<td>{value:.{_DIGITS[name]}f}</td>"
+    if isinstance(value, (int, float)):
+        return f"<td>{value:g}</td>"
+    return f'<td class="text">{html.escape(str(value))}</td>'
+
+
+def _table(names: Sequence[str], rows: Sequence[dict[str, Any]], table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(_HEADERS.get(n, n))}</th>" for n in names)
+    body = "".join(
+        f'<tr class="{"pareto" if row["pareto"] else ""}">' + "".join(_cell(n, row[n]) for n in names) + "</tr>"
+        for row in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def notices(summary: StudySummary) -> list[str]:
+    """Plain sentences about what the report cannot show, and about results that need a warning."""
+    records, counts = summary.records, summary.counts
+    out = []
+    if not records:
+        out.append("The study has no trial yet.")
+    elif counts[FEASIBLE] + counts[INFEASIBLE] == 0:
+        out.append("No trial has completed yet: there is no Pareto front.")
+    elif not any(r.pareto for r in records):
+        budget = f" under the {summary.budget_gib:g} GiB budget" if summary.budget_gib is not None else ""
+        out.append(f"No completed trial is feasible{budget} with a PSNR: there is no Pareto front.")
+    with_psnr = [r for r in records if r.status == FEASIBLE and r.psnr is not None]
+    if len(with_psnr) == 1:
+        out.append("Only one trial has a PSNR value: the front is a single point, and importances "
+                   "for PSNR cannot be computed.")
+    weak = [r for r in summary.pareto if r.bicubic_psnr is not None and r.psnr <= r.bicubic_psnr]
+    if weak:
+        out.append(f"{len(weak)} Pareto trial(s) do not beat bicubic upsampling on the same crops "
+                   f"({', '.join(f'#{r.number}' for r in weak)}): they learned nothing useful.")
+    if counts[RUNNING]:
+        out.append(f"{counts[RUNNING]} trial(s) are still running and not shown.")
+    unplaced = [r for r in records if r.status != RUNNING and r.peak_gib is None]
+    if unplaced:
+        out.append(f"{len(unplaced)} finished trial(s) have no peak memory and are not plotted: "
+                   + ", ".join(f"#{r.number}" for r in unplaced) + ".")
+    return out
+
+
+def _meta(summary: StudySummary, now: dt.datetime) -> str:
+    e = html.escape
+    shape = ", ".join(f"{e(str(k))} {e(str(v))}" for k, v in summary.target_shape.items()) or "–"
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items())
+    items = [
+        ("study", e(summary.name)),
+        ("memory budget", f"{summary.budget_gib:g} GiB" if summary.budget_gib is not None else "–"),
+        ("target shape", shape),
+        ("device", e(summary.device) if summary.device else "–"),
+        ("trials", f"{len(summary.records)} ({counts})"),
+        ("date", now.strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+    return '<dl class="meta">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
+    """The report page of a study, as one HTML string."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    trials = study.get_trials(deepcopy=False)
+    summary = summarize(study, trials)
+    importances = figures.param_importances(trials)
+    names, rows = table(summary)
+    pareto_rows = sorted((row for row in rows if row["pareto"]), key=lambda row: (row["peak_gib"], -row["psnr"]))
+    notes = "".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices(summary))
+    pareto_table = (_table(names, pareto_rows, "pareto-table") if pareto_rows
+                    else '<p class="notice">No Pareto trial.</p>')
+    title = html.escape(f"scent-search report: {summary.name}")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>
+</head>
+<body>
+<header>
+<h1>{title}</h1>
+{_meta(summary, now)}
+</header>
+<section id="notices">{notes}</section>
+<section><h2>Pareto front</h2>
+<p>Maximise PSNR, minimise peak memory; completed feasible trials only. Trials that were not trained
+(infeasible, failed before a PSNR) are drawn at the floor, 1 dB below every PSNR.</p>
+{figures.as_html_div(figures.pareto_figure(summary), "pareto-front")}
+</section>
+<section><h2>Pareto trials</h2>{pareto_table}</section>
+<section><h2>Memory breakdown</h2>{figures.as_html_div(figures.breakdown_figure(summary), "memory-breakdown")}</section>
+<section><h2>Parameter importance</h2>
+{figures.as_html_div(figures.importance_figure(importances), "param-importance")}
+</section>
+<section><h2>Optimisation history</h2>{figures.as_html_div(figures.history_figure(summary), "history")}</section>
+<section><h2>All trials</h2>
+<details><summary>{len(rows)} trials</summary>{_table(names, rows, "all-trials")}</details>
+</section>
+</body>
+</html>
+"""
+
+
+def write_report(study: optuna.Study, path: str | Path, now: dt.datetime | None = None) -> None:
+    Path(path).write_text(render_report(study, now=now), encoding="utf-8")

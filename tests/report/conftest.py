@@ -1,0 +1,63 @@
+"""Fixtures: a real SQLite storage file per test, and a study with trials of every status."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+
+from tests.report.studies import make_study, random_trials
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+PG_URL = os.environ.get("SCENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_study_name() -> str:
+    """A unique study name on the shared PostgreSQL, deleted afterwards."""
+    name = f"report-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+    except KeyError:
+        pass
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The PostgreSQL on 127.0.0.1:5432; skipped only where it is unreachable and CI is not "true"."""
+    try:
+        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI=true: {e}".splitlines()[0])
+        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable")
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def _rich_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rich study written once (40 trials take seconds to insert on a busy 2-core machine)."""
+    path = tmp_path_factory.mktemp("rich") / "studies.db"
+    make_study(f"sqlite:///{path}", "rich", random_trials(40))
+    return path
+
+
+@pytest.fixture
+def rich_study(_rich_db: Path, tmp_path: Path, storage_url: str) -> optuna.Study:
+    """Study "rich" in this test's own copy of the storage file (at `storage_url`)."""
+    shutil.copyfile(_rich_db, tmp_path / "studies.db")
+    return optuna.load_study(study_name="rich", storage=storage_url)

@@ -1,0 +1,110 @@
+"""The report file and the dashboard page in headless chromium: the plots render, with one SVG point per
+plotted trial. Screenshots go to $SCENT_SCREENSHOTS (e.g. `docs`) when set, else to a temp folder:
+
+    SCENT_SCREENSHOTS=docs pytest -m browser tests/report/test_browser.py
+"""
+
+from __future__ import annotations
+
+import html.parser
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+
+from scent_search.report import attach_all, summarize, write_report
+from tests.report.studies import dashboard_server
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+                       reason=f"{CHROMIUM} is absent (in CI this test must run)"),
+]
+
+# SVG/HTML void elements have no end tag in the dumped DOM.
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class _PointCounter(html.parser.HTMLParser):
+    """Counts plotly's points inside the element with a given id: scatter markers are `<path class="point">`,
+    bars `<g class="point">`."""
+
+    def __init__(self, element_id: str) -> None:
+        super().__init__()
+        self.element_id, self.depth, self.points, self.found = element_id, 0, 0, False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if self.depth == 0 and a.get("id") == self.element_id:
+            self.found, self.depth = True, 1
+            return
+        if self.depth:
+            if "point" in (a.get("class") or "").split():
+                self.points += 1
+            if tag not in _VOID:
+                self.depth += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth and "point" in (dict(attrs).get("class") or "").split():
+            self.points += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth and tag not in _VOID:
+            self.depth -= 1
+
+
+def count_points(dom: str, element_id: str) -> int:
+    counter = _PointCounter(element_id)
+    counter.feed(dom)
+    assert counter.found, f"no element with id {element_id!r} in the rendered page"
+    return counter.points
+
+
+def render(url: str, screenshot: Path, profile: Path, size: str) -> str:
+    """Load `url` in headless chromium, let it run (virtual time, so no sleeps), screenshot it and
+    return the DOM after the scripts ran."""
+    result = subprocess.run(
+        [shutil.which("chromium") or CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--hide-scrollbars", f"--window-size={size}",
+         f"--screenshot={screenshot}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert screenshot.stat().st_size > 10_000, "blank screenshot"
+    return result.stdout
+
+
+def _shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("SCENT_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def plotted(study: optuna.Study) -> int:
+    return sum(r.plottable for r in summarize(study).records)
+
+
+def test_report_renders_one_point_per_trial(rich_study: optuna.Study, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    write_report(rich_study, out)
+    dom = render(out.as_uri(), _shots(tmp_path) / "report-screenshot.png", tmp_path / "profile", "1300,2600")
+    assert plotted(rich_study) == len(rich_study.trials) == 40
+    assert count_points(dom, "pareto-front") == 40
+    assert "main-svg" in dom  # plotly drew, with the embedded plotly.js and no network
+
+
+def test_dashboard_renders_the_custom_pareto_figure(rich_study: optuna.Study, storage_url: str,
+                                                    tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(storage_url)
+    attach_all(storage)
+    with dashboard_server(storage) as base:
+        dom = render(f"{base}/dashboard/studies/{rich_study._study_id}", _shots(tmp_path) / "dashboard-screenshot.png",
+                     tmp_path / "profile", "1400,2400")
+    assert count_points(dom, "user-defined-plot:scent-pareto-budget") == plotted(rich_study)
+    pareto, components = len(summarize(rich_study).pareto), 11
+    assert count_points(dom, "user-defined-plot:scent-memory-breakdown") == pareto * components

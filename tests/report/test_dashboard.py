@@ -1,0 +1,175 @@
+"""What optuna-dashboard shows: custom figures, trial notes, legacy constraints, kept current while a
+study runs, and served over its HTTP API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from scent_search.errors import StorageError
+from scent_search.report import (DashboardArtifactsCallback, attach_all, mirror_legacy_constraints,
+                                 refresh_study_artifacts)
+from scent_search.report.dashboard import LEGACY_CONSTRAINTS_KEY
+from tests.report.studies import (BUDGET, P_DEFAULT, dashboard_server, get_json, make_study, random_trials,
+                                  trial_record)
+
+FIGURES = {"scent-pareto-budget", "scent-memory-breakdown"}
+
+
+def fresh(storage_url: str, name: str) -> optuna.Study:
+    """The study read through a new storage object (no cache shared with the writer)."""
+    return optuna.load_study(study_name=name, storage=storage_url)
+
+
+def test_mirror_legacy_constraints_of_running_and_finished_trials(storage_url: str) -> None:
+    study = make_study(storage_url, "m", [trial_record(P_DEFAULT, TrialState.COMPLETE, psnr=27.0)])
+    finished = study.trials[0]
+    assert LEGACY_CONSTRAINTS_KEY not in finished.system_attrs
+    assert mirror_legacy_constraints(study, finished)  # finished: written in the table directly
+    trial = study.ask()
+    trial.set_constraint("peak_memory", 1.5)
+    assert mirror_legacy_constraints(study, trial)  # running: through the storage API
+    assert not mirror_legacy_constraints(study, trial)  # already mirrored
+    study.tell(trial, 20.0)
+    trials = fresh(storage_url, "m").trials
+    assert trials[0].system_attrs[LEGACY_CONSTRAINTS_KEY] == [finished.system_attrs["constraints:peak_memory"]]
+    assert trials[1].system_attrs[LEGACY_CONSTRAINTS_KEY] == [1.5]
+    # Feasibility as Optuna sees it is unchanged by the mirror.
+    assert [all(v <= 0 for v in t.constraints.values()) for t in trials] == [True, False]
+
+
+@pytest.mark.postgres
+def test_refresh_on_postgresql_mirrors_finished_trials_and_is_idempotent(pg_url: str, pg_study_name: str) -> None:
+    study = make_study(pg_url, pg_study_name, random_trials(6))
+    refresh_study_artifacts(study)
+    refresh_study_artifacts(study)  # the upsert meets existing rows
+    trials = fresh(pg_url, pg_study_name).trials
+    assert all(t.system_attrs[LEGACY_CONSTRAINTS_KEY] == [t.system_attrs["constraints:peak_memory"]] for t in trials)
+    assert all(optuna_dashboard_note(study, t).startswith(f"### Trial {t.number}: ") for t in trials)
+
+
+def test_refresh_attaches_figures_notes_constraints_and_is_idempotent(rich_study: optuna.Study,
+                                                                      storage_url: str) -> None:
+    refresh_study_artifacts(rich_study)
+    study = fresh(storage_url, "rich")
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    for graph_id in FIGURES:
+        assert any(k.startswith(f"dashboard:plot_data:{graph_id}:") for k in attrs)
+    for t in study.trials:
+        assert t.system_attrs[LEGACY_CONSTRAINTS_KEY] == [t.system_attrs["constraints:peak_memory"]]
+        note = optuna_dashboard_note(study, t)
+        assert note.startswith(f"### Trial {t.number}: ") and "| modulation_ca |" in note
+    refresh_study_artifacts(study)
+    assert study._storage.get_study_system_attrs(study._study_id) == attrs  # nothing rewritten
+
+
+def optuna_dashboard_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    return get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), trial._trial_id)["body"]
+
+
+def test_refresh_leaves_a_users_note_alone(storage_url: str) -> None:
+    import optuna_dashboard
+
+    study = make_study(storage_url, "u", [])
+    trial = study.ask({"hidden_dim": optuna.distributions.CategoricalDistribution([256])})
+    optuna_dashboard.save_note(trial, "my own words")
+    study.tell(trial, 27.0)
+    refresh_study_artifacts(study)
+    assert optuna_dashboard_note(study, study.trials[0]) == "my own words"
+
+
+def _objective(trial: optuna.Trial) -> float:
+    """A stand-in for the search service's objective: constraint, mirror, user attrs, PSNR."""
+    hidden = trial.suggest_categorical("hidden_dim", [128, 256, 512])
+    peak = hidden / 128
+    trial.set_constraint("peak_memory", peak - BUDGET)
+    mirror_legacy_constraints(trial.study, trial)
+    trial.set_user_attr("peak_gib", peak)
+    trial.set_user_attr("breakdown", {"encoder": 2**29, "hv_lins": int((peak - 0.5) * 2**30)})
+    if peak > BUDGET:
+        return 24.0
+    trial.set_user_attr("psnr", 25.0 + hidden / 256)
+    return 25.0 + hidden / 256
+
+
+def test_callback_refreshes_after_every_trial(storage_url: str) -> None:
+    study = make_study(storage_url, "live", [])
+    seen: list[bool] = []
+
+    def probe(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        s = fresh(storage_url, "live")
+        figure = "".join(v for k, v in sorted(s._storage.get_study_system_attrs(s._study_id).items())
+                         if k.startswith("dashboard:plot_data:scent-pareto-budget:"))
+        seen.append(f'"trial-{trial.number}"' in figure and optuna_dashboard_note(s, trial) != "")
+
+    study.sampler = optuna.samplers.RandomSampler(seed=1)
+    study.optimize(_objective, n_trials=4, callbacks=[DashboardArtifactsCallback(), probe])
+    assert seen == [True] * 4
+
+
+def test_a_storage_error_in_the_callback_is_logged_and_does_not_end_the_study(
+        storage_url: str, monkeypatch, caplog) -> None:
+    import scent_search.report.dashboard as dashboard
+
+    def broken(study: optuna.Study) -> None:
+        raise StorageError("database is locked")
+
+    monkeypatch.setattr(dashboard, "refresh_study_artifacts", broken)
+    study = make_study(storage_url, "locked", [])
+    study.optimize(_objective, n_trials=2, callbacks=[DashboardArtifactsCallback()])
+    assert len(study.trials) == 2
+    assert "not refreshed after trial 1: database is locked" in caplog.text
+
+
+def test_dashboard_api_lists_the_study_with_figures_notes_and_constraints(rich_study: optuna.Study,
+                                                                          storage_url: str) -> None:
+    storage = optuna.storages.RDBStorage(storage_url)
+    assert attach_all(storage) == ["rich"]
+    with dashboard_server(storage) as base:
+        studies = get_json(f"{base}/api/studies")["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["rich"]
+        detail = get_json(f"{base}/api/studies/{studies[0]['study_id']}")
+    assert {g["id"] for g in detail["plotly_graph_objects"]} == FIGURES
+    assert len(detail["trials"]) == len(rich_study.trials)
+    for t in detail["trials"]:
+        assert t["note"]["body"].startswith(f"### Trial {t['number']}: ")
+        assert len(t["constraints"]) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_command_serves_the_storage(rich_study: optuna.Study, storage_url: str, tmp_path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "scent_search", "dashboard", "--storage", storage_url,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                studies = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "the dashboard did not start"
+                time.sleep(0.3)
+        detail = get_json(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}")
+        assert {g["id"] for g in detail["plotly_graph_objects"]} == FIGURES
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"http://127.0.0.1:{port}/dashboard" in proc.stdout.read().decode()

@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_fp32_regions = threading.local()
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str):
+    """Autocast off inside: for numerics that bf16 would wreck (Fourier phases, the scan's state sums).
+
+    `in_full_precision()` tells the memory predictor's CUDA-autocast emulation to leave these ops alone too.
+    """
+    _fp32_regions.depth = getattr(_fp32_regions, "depth", 0) + 1
+    try:
+        with torch.autocast(device_type, enabled=False):
+            yield
+    finally:
+        _fp32_regions.depth -= 1
+
+
+def in_full_precision() -> bool:
+    return getattr(_fp32_regions, "depth", 0) > 0
 
 
 class GaussianFourierFeatures(nn.Module):
     """coords (..., in_dim) -> [sin(xB), cos(xB)] (..., feature_dim), B ~ N(0, sigma^2) fixed.
 
     B is a buffer, so it is saved with the checkpoint and the features are reproducible after loading.
+    Computed in fp32 even under autocast: at sigma 128 the phases reach hundreds of radians, and bf16's 8-bit
+    mantissa would leave them wrong by more than a radian. The result is cast to the autocast dtype by the
+    next Linear as usual.
     """
 
     def __init__(self, in_dim: int, feature_dim: int, sigma: float):
@@ -19,8 +46,9 @@ class GaussianFourierFeatures(nn.Module):
         self.register_buffer("B", torch.randn(in_dim, feature_dim // 2) * sigma)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        proj = coords.to(self.B.dtype) @ self.B  # (..., feature_dim / 2)
-        return torch.cat([proj.sin(), proj.cos()], dim=-1)
+        with full_precision(coords.device.type):
+            proj = coords.float() @ self.B.float()  # (..., feature_dim / 2)
+            return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
 
 class GEGLU(nn.Module):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scent_search.config import ModelConfig
+from scent_search.model.blocks import full_precision
 
 try:  # the one import guard for the CUDA fast path (the `cuda` extra)
     from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
@@ -62,6 +63,11 @@ def selective_scan(u, delta, A, B, C, D, chunk: int = SCAN_CHUNK):
     The (b, chunk, d, n) tensors are built per chunk, never for the whole sequence at once.
     Computed in fp32 (or the input's float64) whatever the autocast dtype, as mamba-ssm does.
     """
+    with full_precision(u.device.type):
+        return _selective_scan(u, delta, A, B, C, D, chunk)
+
+
+def _selective_scan(u, delta, A, B, C, D, chunk: int):
     dtype = torch.promote_types(u.dtype, torch.float32)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     b, L, d = u.shape

@@ -203,3 +203,20 @@ def test_from_mapping_refuses_unknown_keys_and_wrong_types():
     assert cfg.sigma_ls == (64.0, 16.0) and cfg.sigma_q == 8.0
     with pytest.raises(ConfigError, match="model.hidden_dim: 510 is not divisible"):
         from_mapping(ModelConfig, {"hidden_dim": 510, "modulation_heads": 4}, prefix="model.")
+
+
+def test_fourier_features_and_scan_keep_fp32_under_bf16_autocast():
+    from scent_search.model import selective_scan
+    from scent_search.model.blocks import GaussianFourierFeatures
+
+    torch.manual_seed(0)
+    features = GaussianFourierFeatures(2, 64, sigma=128.0)
+    coords = torch.rand(4, 100, 2) * 2 - 1
+    scan_args = [torch.randn(2, 24, 8), torch.rand(2, 24, 8) * 0.1, -torch.rand(8, 4) - 0.5,
+                 torch.randn(2, 24, 4), torch.randn(2, 24, 4), torch.ones(8)]
+    plain = features(coords), selective_scan(*scan_args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = features(coords), selective_scan(*scan_args)
+    for a, b in zip(plain, mixed):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # phases of hundreds of radians, unharmed

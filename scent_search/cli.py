@@ -56,9 +56,312 @@ def echo_json(data: Any) -> None:
 
 # ---- memory commands: profile, seed-check --------------------------------------------------------
 
+
+def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs; VALUE is a TOML/JSON literal (`512`, `true`, `[128, 32]`), else a plain string."""
+    import tomllib
+
+    from scent_search.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _profile_table(prof: Any, margin: float, extra: dict[str, Any]) -> str:
+    from scent_search.memory import gib
+
+    lines = [f"{'component':<22}{'GiB':>10}"]
+    for k, v in prof.breakdown.items():
+        lines.append(f"{k:<22}{gib(v):>10.3f}")
+    for k, v in prof.scale_breakdown.items():
+        lines.append(f"  {k:<20}{gib(v):>10.3f}")
+    lines.append(f"{'peak allocated':<22}{gib(prof.peak_allocated_bytes):>10.3f}")
+    if prof.peak_reserved_bytes is not None:
+        lines.append(f"{'peak reserved':<22}{gib(prof.peak_reserved_bytes):>10.3f}")
+    lines.append(f"{'constraint':<22}{gib(prof.constraint_bytes(margin)):>10.3f}   (margin {margin:.0%})")
+    if prof.capacity_bytes is not None:
+        lines.append(f"{'capacity':<22}{gib(prof.capacity_bytes):>10.3f}   fits: {prof.fits}")
+    lines.append(f"source: {prof.source} on {prof.device_kind}, backend {prof.backend}, "
+                 f"{prof.n_params:,} parameters{', OOM' if prof.oom else ''}")
+    for k, v in extra.items():
+        lines.append(f"{k}: {v}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--preset", default="baseline", show_default=True, help="Named preset (DESIGN.md section 2).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a model argument, e.g. --set hidden_dim=256 --set 'sigma_ls=[64]'.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--queries", type=click.IntRange(1), default=1024, show_default=True, help="Query points per image.")
+@click.option("--lr-size", type=click.IntRange(1), default=32, show_default=True, help="LR input side, pixels.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--checkpointing", is_flag=True, help="Activation checkpointing of the decoder stacks.")
+@click.option("--device", default="predict", show_default=True, metavar="predict|cuda|cuda:N",
+              help="predict (no GPU needed) or measure on a CUDA device.")
+@click.option("--backend", type=click.Choice(["torch", "mamba_ssm"]), default=None,
+              help="Processor backend the prediction models (default: mamba_ssm if it imports here).")
+@click.option("--max-batch", is_flag=True, help="Find the largest batch size whose prediction fits --budget.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Memory budget in GiB (for --max-batch; also reported as fits/does not fit).")
+@click.option("--calibrate", is_flag=True, help="With --device cuda: store the (predicted, measured) pair.")
+@storage_option
+@json_option
+def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, lr_size: int, precision: str,
+            checkpointing: bool, device: str, backend: str | None, max_batch: bool, budget: float | None,
+            calibrate: bool, storage: str | None, as_json: bool) -> None:
+    """Peak memory of one training step, per component, predicted or measured.
+
+    \b
+    Example:
+      scent-search profile --preset option-a --batch-size 64 --queries 1024
+      scent-search profile --set hidden_dim=256 --set mult=2 --precision bf16 --json
+      scent-search profile --preset baseline --max-batch --budget 40
+      scent-search profile --device cuda --calibrate --storage sqlite:///studies/default.db
+    """
+    from scent_search import memory
+    from scent_search.config import ModelConfig, TargetShape, from_mapping
+    from scent_search.errors import ConfigError
+    from scent_search.model import preset_config
+
+    base = preset_config(preset).to_dict()
+    cfg = from_mapping(ModelConfig, {**base, **_parse_set(sets)}, source="--set")
+    shape = TargetShape(batch_size=batch_size, queries=queries, lr_size=lr_size, precision=precision,
+                        checkpointing=checkpointing)
+    if max_batch and budget is None:
+        raise ConfigError("--budget", "--max-batch needs --budget GIB")
+    if calibrate and device == "predict":
+        raise ConfigError("--calibrate", "needs --device cuda (it stores predicted/measured pairs)")
+    cache = memory.ProfileCache(storage) if (storage or calibrate) else None
+    margin = cache.calibration_margin() if cache else memory.DEFAULT_MARGIN
+    extra: dict[str, Any] = {}
+    if max_batch:
+        best, prof = memory.max_batch_size(cfg, shape, int(budget * 2 ** 30), margin, backend=backend)
+        extra = {"max_batch_size": best, "budget_gib": budget}
+        if prof is None:
+            raise ConfigError("--budget", f"not even batch size 1 fits {budget} GiB")
+    elif cache is not None:
+        prof = cache.get_or_profile(cfg, shape, device=device, backend=backend)
+    else:
+        prof = memory.profile_step(cfg, shape, device=device, backend=backend)
+    if calibrate:
+        if prof.oom:
+            raise ConfigError("--calibrate", "the measured step ran out of memory: no pair to store")
+        pred = cache.get_or_profile(cfg, shape, device="predict", backend=prof.backend)
+        cache.record_calibration(pred, prof)
+        margin = cache.calibration_margin()
+        extra.update(predicted_gib=round(memory.gib(pred.peak_allocated_bytes), 3),
+                     ratio_measured_over_predicted=round(prof.peak_allocated_bytes / pred.peak_allocated_bytes, 4),
+                     calibration_margin=round(margin, 4))
+    if budget is not None and not max_batch:
+        extra["fits_budget"] = prof.constraint_bytes(margin) <= budget * 2 ** 30
+    if as_json:
+        echo_json({"profile": prof.to_dict(), "margin": margin,
+                   "constraint_bytes": prof.constraint_bytes(margin), **extra})
+    else:
+        click.echo(_profile_table(prof, margin, extra))
+
+
+@cli.command("seed-check")
+@json_option
+def seed_check(as_json: bool) -> None:
+    """Check each claim of DESIGN.md section 6 against the tool's prediction (batch 64, 1024 queries, LR 32, fp32).
+
+    \b
+    Example:
+      scent-search seed-check
+      scent-search seed-check --json
+    """
+    from scent_search import memory
+
+    res = memory.seed_check()
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(f"seed shape {res['shape']}, backend {res['backend']}; a claim holds within "
+               f"{res['tolerance']:.0%}; GB = {res['gb']}")
+    click.echo(f"{'claim':<50}{'metric':<16}{'claimed':>9}{'tool':>10}  {'unit':<7}holds")
+    for c in res["claims"]:
+        click.echo(f"{c['claim']:<50}{c['metric']:<16}{c['claimed']:>9g}{c['tool']:>10g}  {c['unit']:<7}"
+                   f"{'yes' if c['holds'] else 'NO'}")
+    held = sum(c["holds"] for c in res["claims"])
+    click.echo(f"{held} of {len(res['claims'])} claims hold")
+
+
 # ---- search commands: run, studies, best ---------------------------------------------------------
 
+
+def _device_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
+        raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+@cli.command()
+@click.argument("spec_file", metavar="[STUDY.toml]", required=False,
+                type=click.Path(exists=True, dir_okay=False, readable=True))
+@storage_option
+@click.option("--study-name", default=None, help="Study name (default: the spec's `name`).")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None,
+              help="The study's total number of finished trials (not 'N more'); default: the spec's n_trials.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SEC",
+              help="Start no new trial after SEC seconds of this run.")
+@click.option("--device", default=None, callback=_device_arg, metavar="auto|cpu|cuda|cuda:N",
+              help="Where trials train (and, on CUDA, where peaks are measured). Default: the spec's (auto).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine (one per GPU). Several need PostgreSQL storage.")
+@click.option("--memory-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Peak-memory budget in GiB (default: the spec's budget_gib).")
+@click.option("--seed", type=int, default=None, help="Sampler seed (default: the spec's seed).")
+def run(spec_file: str | None, storage: str | None, study_name: str | None, n_trials: int | None,
+        timeout: float | None, device: str | None, workers: int, memory_budget: float | None,
+        seed: int | None) -> None:
+    """Run (or resume) the study of STUDY.toml until it has --n-trials finished trials.
+
+    Each trial gets its peak memory first (measured on CUDA, predicted otherwise); configs over the
+    budget are recorded as infeasible and never trained. Without STUDY.toml, studies/default.toml is
+    used (or the copy inside the package) and stored in studies/default.db. Re-running the same command
+    resumes; Ctrl-C keeps finished trials and marks the running one failed. Several machines join a
+    study by running the same command against one PostgreSQL URL.
+
+    \b
+    Example:
+      scent-search run                                   # the default study, a few minutes on a CPU
+      scent-search run studies/seed-40gb.toml --storage postgresql+psycopg://me@db/scent --workers 4
+    """
+    from scent_search.search import prepare_run, run_study
+
+    plan = prepare_run(spec_file, storage=storage, study_name=study_name, n_trials=n_trials, timeout=timeout,
+                       device=device, workers=workers, memory_budget=memory_budget, seed=seed)
+    outcome = run_study(plan)
+    if outcome.errors:
+        raise click.ClickException("; ".join(outcome.errors))
+    if outcome.interrupted:
+        sys.exit(130)
+
+
+@cli.command()
+@storage_option
+@json_option
+def studies(storage: str | None, as_json: bool) -> None:
+    """List the studies in the storage: trials per status and the best feasible PSNR.
+
+    \b
+    Example:
+      scent-search studies --storage sqlite:///studies/default.db --json
+    """
+    from scent_search.search import list_studies
+
+    rows = list_studies(storage or "sqlite:///studies/default.db")
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no studies")
+        return
+    click.echo(f"{'study':<24s} {'trials':>6s} {'feas':>5s} {'infeas':>6s} {'pruned':>6s} {'failed':>6s} "
+               f"{'run':>4s} {'budget GiB':>10s} {'best PSNR':>9s} {'at GiB':>7s}")
+    for r in rows:
+        best = f"{r['best_psnr']:.2f}" if r["best_psnr"] is not None else "-"
+        peak = f"{r['best_peak_gib']:.3f}" if r["best_peak_gib"] is not None else "-"
+        budget = f"{r['budget_gib']:g}" if r["budget_gib"] is not None else "-"
+        click.echo(f"{r['study']:<24s} {r['trials']:>6d} {r['feasible']:>5d} {r['infeasible']:>6d} "
+                   f"{r['pruned']:>6d} {r['failed']:>6d} {r['running']:>4d} {budget:>10s} {best:>9s} {peak:>7s}")
+
+
+@cli.command()
+@click.argument("study")
+@storage_option
+@json_option
+def best(study: str, storage: str | None, as_json: bool) -> None:
+    """Show the best feasible trial of STUDY: its knobs, PSNR, peak memory and full model config.
+
+    \b
+    Example:
+      scent-search best default --storage sqlite:///studies/default.db --json
+    """
+    from scent_search.search import best_of
+
+    data = best_of(storage or "sqlite:///studies/default.db", study)
+    if as_json:
+        echo_json(data)
+        return
+    b = data["best"]
+    if b is None:
+        click.echo(f"{study}: no feasible completed trial yet (budget {data['budget_gib']} GiB)")
+        return
+    click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {b['bicubic_psnr']:.2f} dB)  "
+               f"peak {b['peak_gib']:.3f} GiB ({b['peak_source']}) of {data['budget_gib']:g} GiB")
+    for k, v in b["params"].items():
+        click.echo(f"  {k:<20s} {v}")
+    if data.get("model_config"):
+        click.echo("  model config: " + json.dumps(data["model_config"]))
+
 # ---- report commands: report, dashboard ----------------------------------------------------------
+
+
+@cli.command()
+@click.argument("study")
+@storage_option
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="Write the self-contained HTML report here (works offline).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write every trial as CSV (same columns as the table; `pareto` marks the front).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the Pareto set and every trial as JSON.")
+def report(study: str, storage: str | None, out: str, csv_path: str | None, json_path: str | None) -> None:
+    """Export the Pareto front of PSNR against peak memory of STUDY as HTML (and CSV / JSON).
+
+    \b
+    Example:
+      scent-search report default --out report.html --csv trials.csv --json trials.json
+    """
+    from scent_search import report as rep
+
+    loaded = rep.load_study(rep.open_storage(storage), study)
+    rep.write_report(loaded, out)
+    summary = rep.summarize(loaded)
+    if csv_path:
+        rep.write_csv(summary, csv_path)
+    if json_path:
+        rep.write_json(summary, json_path)
+    click.echo(f"{out}: {len(summary.records)} trials, {len(summary.pareto)} on the Pareto front")
+
+
+@cli.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (local only by default).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Start optuna-dashboard on the storage, with the Pareto/budget and memory figures attached.
+
+    Every study gets the Pareto-with-budget and breakdown figures, every trial a memory note, and the
+    legacy constraint values optuna-dashboard displays. Stop it with Ctrl-C.
+
+    \b
+    Example:
+      scent-search dashboard --storage sqlite:///studies/default.db --port 8080
+    """
+    from scent_search import report as rep
+
+    opened = rep.open_storage(storage)
+    names = rep.attach_all(opened)
+    click.echo(f"optuna-dashboard on http://{host}:{port}/dashboard ({len(names)} studies: {', '.join(names)})")
+    rep.serve(opened, host=host, port=port)
 
 
 def main() -> None:

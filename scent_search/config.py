@@ -8,9 +8,12 @@ and wrong types with a message naming the key.
 from __future__ import annotations
 
 import dataclasses
+import re
+import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from scent_search.errors import ConfigError
@@ -213,3 +216,237 @@ def from_mapping(cls: type, data: Mapping[str, Any], source: str | None = None, 
 
 
 __all__ = ["ModelConfig", "TargetShape", "TrainConfig", "from_mapping", "PRECISIONS"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Study specs (DESIGN.md section 5): one TOML file in studies/ -> one frozen StudySpec
+
+# The searched knobs of MambaSCENTHybrid: they come from [space], never from [model].
+SEARCHED_KNOBS = ("hidden_dim", "mult", "num_decoder_layers", "share_scales", "sigma_ls")
+SAMPLERS = ("tpe", "random")  # their classes live in search/space.py (a registry); names are checked here
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "nop")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def _check_choices(key: str, choices: tuple | None, optional: bool = False) -> None:
+    if choices is None and optional:
+        return
+    _check(choices is not None and len(choices) >= 1, key, "needs at least one choice")
+    _check(len(set(choices)) == len(choices), key, f"has duplicate choices: {list(choices)}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Choices for the searched knobs. Opt-in levers (precision, checkpointing, lr) are searched only
+    when given; otherwise the target shape / training values are used."""
+
+    hidden_dim: tuple[int, ...] = (256, 512)
+    mult: tuple[int, ...] = (2, 4)
+    num_decoder_layers: tuple[int, ...] = (1, 2, 3)
+    share_scales: tuple[bool, ...] = (False, True)
+    sigma_ls: tuple[tuple[float, ...], ...] = ((64.0,), (128.0, 32.0), (128.0, 64.0, 32.0))  # scale count = len
+    precision: tuple[str, ...] | None = None  # opt-in: e.g. ["fp32", "bf16"] (the step's autocast dtype)
+    checkpointing: tuple[bool, ...] | None = None  # opt-in: activation checkpointing of the decoder stacks
+    lr: tuple[float, ...] | None = None  # opt-in: [low, high] Adam learning rate, log-uniform
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "mult", "num_decoder_layers", "share_scales", "precision", "checkpointing"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "sigma_ls", tuple(tuple(float(s) for s in c) for c in self.sigma_ls))
+        for name in ("hidden_dim", "mult", "num_decoder_layers", "share_scales", "sigma_ls"):
+            _check_choices(name, getattr(self, name))
+        for name in ("precision", "checkpointing"):
+            _check_choices(name, getattr(self, name), optional=True)
+        for name in ("hidden_dim", "mult", "num_decoder_layers"):
+            bad = [c for c in getattr(self, name) if c < 1]
+            _check(not bad, name, f"every choice must be >= 1, got {bad}")
+        _check(all(len(c) >= 1 and all(s > 0 for s in c) for c in self.sigma_ls), "sigma_ls",
+               f"every choice must be a non-empty list of bandwidths > 0, got {[list(c) for c in self.sigma_ls]}")
+        if self.precision is not None:
+            bad = [p for p in self.precision if p not in PRECISIONS]
+            _check(not bad, "precision", f"choices must be in {list(PRECISIONS)}, got {bad}")
+        if self.lr is not None:
+            object.__setattr__(self, "lr", tuple(float(x) for x in self.lr))
+            _check(len(self.lr) == 2 and 0 < self.lr[0] < self.lr[1], "lr",
+                   f"must be a range [low, high] with 0 < low < high, got {list(self.lr)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sigma_ls"] = [list(c) for c in self.sigma_ls]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Optuna sampler by name; `options` are its keyword arguments (e.g. n_startup_trials).
+    The seed comes from the study (or --seed), not from here."""
+
+    name: str = "tpe"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.name in SAMPLERS, "name", f"unknown sampler {self.name!r} (known: {', '.join(SAMPLERS)})")
+        _check("seed" not in self.options, "options.seed", "set the study's `seed` (or --seed) instead")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """Optuna pruner by name, judged on the PSNR reported at each eval point; `options` are its kwargs."""
+
+    name: str = "median"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.name in PRUNERS, "name", f"unknown pruner {self.name!r} (known: {', '.join(PRUNERS)})")
+        object.__setattr__(self, "options", dict(self.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class HeartbeatSpec:
+    """Dead-worker detection (seconds): a running trial whose heartbeat is older than `grace_period` is
+    failed by the next worker that looks, and retried (same params, fresh attrs) up to `max_retry` times."""
+
+    interval: int = 60
+    grace_period: int = 180
+    max_retry: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.interval >= 1, "interval", f"must be >= 1 second, got {self.interval}")
+        _check(self.grace_period > self.interval, "grace_period",
+               f"must be > interval ({self.interval} s), got {self.grace_period}")
+        _check(self.max_retry >= 0, "max_retry", f"must be >= 0, got {self.max_retry}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study: what to search, under which memory budget, how each trial trains, and where it is stored.
+
+    `model` holds the fixed constructor arguments; the searched knobs (SEARCHED_KNOBS) come from `space`.
+    `storage` None means sqlite:///studies/<name>.db. `name` defaults to the file's stem.
+    """
+
+    name: str | None = None
+    budget_gib: float | None = None  # peak GPU memory budget of one training step at `target`, GiB (2**30)
+    storage: str | None = None
+    n_trials: int = 20  # the study's total target of finished trials (not "N more")
+    seed: int | None = 0  # sampler seed; None: nondeterministic
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: str = "default"  # "default" (embedded scikit-image photos) or a folder of PNG/JPEG images
+    target: TargetShape = field(default_factory=TargetShape)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    heartbeat: HeartbeatSpec = field(default_factory=HeartbeatSpec)
+    source: str | None = field(default=None, compare=False)  # the file it was read from (for messages)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and isinstance(self.name, str), "name", "required (a non-empty string)")
+        _check(self.budget_gib is not None, "budget_gib", "required: the peak-memory budget in GiB")
+        _check(self.budget_gib > 0, "budget_gib", f"must be > 0 GiB, got {self.budget_gib}")
+        _check(self.n_trials >= 1, "n_trials", f"must be >= 1, got {self.n_trials}")
+        _check(bool(_DEVICE_RE.match(self.device)), "device",
+               f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(bool(self.data), "data", "must be 'default' or a folder path")
+        # A trial trains at the precision / checkpointing of the step whose memory is its constraint.
+        object.__setattr__(self, "train", self.train.replace(precision=self.target.precision,
+                                                             checkpointing=self.target.checkpointing))
+        patch = self.model.patch_size
+        _check(self.target.lr_size % patch == 0, "target.lr_size",
+               f"{self.target.lr_size} is not divisible by model.patch_size={patch}")
+        _check(self.train.lr_size % patch == 0, "train.lr_size",
+               f"{self.train.lr_size} is not divisible by model.patch_size={patch}")
+        lr_val = self.train.val_hr_size / 4  # validation LR side at x4
+        _check(lr_val == int(lr_val) and int(lr_val) % patch == 0, "train.val_hr_size",
+               f"{self.train.val_hr_size} / 4 (the x4 validation LR side) is not divisible by "
+               f"model.patch_size={patch}")
+        # Every single choice must give a valid model with the fixed arguments.
+        for knob in SEARCHED_KNOBS:
+            for choice in getattr(self.space, knob):
+                try:
+                    self.model.replace(**{knob: choice})
+                except ConfigError as e:
+                    raise ConfigError(f"space.{knob}", f"choice {_plain(choice)!r}: {str(e).split(': ', 1)[1]}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; `budget_gib` at the top and the target shape under `target` (report/ reads them)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "source":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
+        out["model"] = {k: v for k, v in out["model"].items() if k not in SEARCHED_KNOBS}
+        out["train"] = {k: v for k, v in out["train"].items() if k not in ("precision", "checkpointing")}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> "StudySpec":
+        """Build from a parsed TOML document; every table goes through `from_mapping` (unknown keys and
+        wrong types are refused with the key's dotted name)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("spec", f"must be a table, got {type(data).__name__}", source)
+        data = dict(data)
+        if "source" in data:
+            raise ConfigError("source", "unknown key (it is set from the file's path)", source)
+        data["source"] = source
+        if "name" not in data and source:
+            data["name"] = Path(source).stem
+        model = data.get("model", {})
+        if isinstance(model, Mapping):
+            searched = sorted(set(model) & set(SEARCHED_KNOBS))
+            if searched:
+                raise ConfigError(f"model.{searched[0]}", "is searched: give its choices in [space], not in [model]",
+                                  source)
+        train = data.get("train", {})
+        if isinstance(train, Mapping):
+            for key in ("precision", "checkpointing"):
+                if key in train:
+                    raise ConfigError(f"train.{key}", "set it in [target] (or search it in [space]): "
+                                      "a trial trains at the step shape whose memory is the constraint", source)
+        for key, sub in _SPEC_TABLES.items():
+            if key in data:
+                data[key] = from_mapping(sub, data[key], source=source, prefix=f"{key}.")
+        return from_mapping(cls, data, source=source)
+
+    def replace(self, **changes: Any) -> "StudySpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(choice: Any) -> Any:
+    return list(choice) if isinstance(choice, tuple) else choice
+
+
+_SPEC_TABLES: dict[str, type] = {"target": TargetShape, "train": TrainConfig, "model": ModelConfig,
+                                 "space": SearchSpace, "sampler": SamplerSpec, "pruner": PrunerSpec,
+                                 "heartbeat": HeartbeatSpec}
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec TOML file. Errors name the file and the dotted key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError("STUDY", f"cannot read spec: {e.strerror or e}", str(path)) from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("toml", f"not valid TOML: {e}", str(path)) from e
+    return StudySpec.from_dict(data, source=str(path))
+
+
+__all__ += ["SearchSpace", "SamplerSpec", "PrunerSpec", "HeartbeatSpec", "StudySpec", "load_spec",
+            "SEARCHED_KNOBS", "SAMPLERS", "PRUNERS"]

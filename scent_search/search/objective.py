@@ -1,0 +1,176 @@
+"""One trial, in the order of DESIGN.md section 5:
+
+1. suggest a config;
+2. get its peak memory at the target shape (profile cache: measured on CUDA, else predicted);
+3. `set_constraint("peak_memory", peak_gib - budget_gib)` before anything can fail, plus the peak in
+   user attrs and the legacy `constraints` list optuna-dashboard 0.21 reads;
+4. infeasible: no training. The trial COMPLETEs, infeasible, with the bicubic PSNR of the validation
+   crops as its value (the floor an untrained model is worth; Optuna needs a finite float, and the
+   constraint, not this value, is what marks it infeasible to TPE, `best_trial` and the report);
+5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR;
+   A config already trained to completion in this study is not trained again: its results are
+   copied, with user attr `duplicate_of` (training is deterministic per config).
+6. OOM / NaN in training: user attr `fail_reason`, then `TrainingFailed` propagates and the runner
+   marks the trial FAIL; the study goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from scent_search.config import StudySpec, TrainConfig
+from scent_search.errors import NonFiniteLoss, TrainingFailed
+from scent_search.search.probe import Peak, Probe
+from scent_search.search.space import TrialConfig, suggest
+
+CONSTRAINT_NAME = "peak_memory"  # system attr "constraints:peak_memory" = peak_gib - budget_gib
+
+TrainFn = Callable[..., Any]  # train(model_cfg, train_cfg, data, device, on_eval=) -> TrainResult
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _default_train() -> TrainFn:
+    from scent_search.train import train
+
+    return train
+
+
+def _set_legacy_constraints(trial: optuna.Trial) -> None:
+    """Mirror `constraints:<key>` into the legacy list attr (optuna-dashboard 0.21) while the trial runs."""
+    from scent_search.report import mirror_legacy_constraints
+
+    mirror_legacy_constraints(trial.study, trial)
+
+
+class Objective:
+    """The study's objective, bound to one worker's device, peak probe and training function.
+
+    `train_fn` defaults to `scent_search.train.train`; tests inject a fake to simulate OOM / NaN and count
+    training runs. The data split and the bicubic floor are loaded once per worker, on first need.
+    """
+
+    def __init__(self, spec: StudySpec, *, device: str, probe: Probe, train_fn: TrainFn | None = None,
+                 data: Any = None, progress: bool = False) -> None:
+        self.spec = spec
+        self.device = device
+        self.probe = probe
+        self.train_fn = train_fn or _default_train()
+        self.progress = progress
+        self._data = data
+        self._bicubic: float | None = None
+        self.worker = worker_id()
+
+    # -- data -------------------------------------------------------------------------------------
+
+    @property
+    def data(self) -> Any:
+        if self._data is None:
+            from scent_search.data import load_data
+
+            self._data = load_data(None if self.spec.data == "default" else self.spec.data, self.spec.train)
+        return self._data
+
+    def bicubic_floor(self, train_cfg: TrainConfig) -> float:
+        """Mean x4 bicubic PSNR (dB) on the validation crops: what a trained trial's `bicubic_psnr` reports."""
+        if self._bicubic is None:
+            from scent_search.data import bicubic_upsample, make_validation_set
+            from scent_search.train import OBJECTIVE_SCALE, psnr
+
+            val = make_validation_set(self.data.val, hr_size=train_cfg.val_hr_size, scales=(OBJECTIVE_SCALE,),
+                                      n_crops=train_cfg.val_crops)
+            v = val.scales[OBJECTIVE_SCALE]
+            self._bicubic = float(psnr(bicubic_upsample(v.lr, tuple(v.hr.shape[-2:])), v.hr, v.shave).mean())
+        return self._bicubic
+
+    # -- the trial --------------------------------------------------------------------------------
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        cfg = suggest(trial, self.spec)
+        peak = self.probe(cfg.model, cfg.shape)
+        feasible = self._constrain(trial, cfg, peak)
+        if not feasible:
+            floor = self.bicubic_floor(cfg.train)
+            self._attrs(trial, bicubic_psnr=floor, steps_done=0, train_seconds=0.0)
+            return floor
+        previous = self._trained_twin(trial)
+        if previous is not None:
+            return self._reuse(trial, previous)
+        return self._train(trial, cfg)
+
+    # Copied from a completed twin: training is deterministic for a config (fixed seed and data), so a
+    # re-suggested config would only spend its training time again to get the same PSNR.
+    _REUSED = ("psnr", "bicubic_psnr", "steps_per_s", "samples_per_s", "flops_per_step", "n_params", "backend",
+               "steps_done", "train_seconds")
+
+    @staticmethod
+    def _trained_twin(trial: optuna.Trial) -> FrozenTrial | None:
+        params = trial.params
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.params == params and t.number != trial.number and "psnr" in t.user_attrs:
+                return t
+        return None
+
+    def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float:
+        self._attrs(trial, duplicate_of=twin.number, **{k: twin.user_attrs.get(k) for k in self._REUSED})
+        return float(twin.user_attrs["psnr"])
+
+    def _constrain(self, trial: optuna.Trial, cfg: TrialConfig, peak: Peak) -> bool:
+        budget = self.spec.budget_gib
+        peak_gib = peak.gib
+        if peak.oom:  # a measured OOM: at least the device is full, and never feasible
+            peak_gib = max(peak_gib, budget + 2**-10)
+        trial.set_constraint(CONSTRAINT_NAME, peak_gib - budget)  # first write: nothing has failed yet
+        _set_legacy_constraints(trial)
+        feasible = peak_gib <= budget
+        self._attrs(trial, peak_allocated_bytes=peak.allocated_bytes, peak_reserved_bytes=peak.reserved_bytes,
+                    peak_gib=peak_gib, peak_source=peak.source, budget_gib=budget, feasible=feasible,
+                    breakdown=peak.breakdown, n_params=peak.n_params, backend=peak.backend,
+                    device=self.device, profile_seconds=round(peak.seconds, 4), worker=self.worker,
+                    model_config=cfg.model.to_dict(), **({"fail_reason": "oom"} if peak.oom else {}))
+        return feasible
+
+    def _train(self, trial: optuna.Trial, cfg: TrialConfig) -> float:
+        def on_eval(index: int, psnr: float) -> None:
+            trial.report(psnr, index)  # step = eval point index (0, 1, ...): pruner options count evals
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at eval point {index} with PSNR {psnr:.2f} dB")
+
+        t0 = time.perf_counter()
+        try:
+            result = self.train_fn(cfg.model, cfg.train, self.data, self.device, on_eval=on_eval)
+            if not math.isfinite(result.psnr):
+                raise NonFiniteLoss(f"validation PSNR is {result.psnr}")
+        except TrainingFailed as e:
+            self._attrs(trial, fail_reason=e.reason, fail_message=str(e)[:500],
+                        train_seconds=round(time.perf_counter() - t0, 3))
+            self._free()
+            raise
+        except optuna.TrialPruned:
+            self._attrs(trial, train_seconds=round(time.perf_counter() - t0, 3))
+            raise
+        self._attrs(trial, psnr=result.psnr, bicubic_psnr=result.bicubic_psnr, steps_per_s=result.steps_per_s,
+                    samples_per_s=result.samples_per_s, flops_per_step=result.flops_per_step,
+                    n_params=result.n_params, backend=result.backend, device=str(result.device),
+                    steps_done=result.steps_done, train_seconds=round(result.train_seconds, 3))
+        return float(result.psnr)
+
+    def _free(self) -> None:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    @staticmethod
+    def _attrs(trial: optuna.Trial, **attrs: Any) -> None:
+        for key, value in attrs.items():
+            if value is not None:
+                trial.set_user_attr(key, value)

@@ -1,0 +1,243 @@
+"""Study setup and the worker loop.
+
+- `open_study(spec, url)`: create or resume the study (direction maximize, the spec's sampler/pruner);
+  a resumed study must have been made from the same budget, target, training, model and space.
+- `Runner.run()`: the worker loop. Each turn, under the study's slot lock: fail stale trials (their
+  retries are enqueued), count, and ask for a trial only while finished + running < target. So
+  `--n-trials` is the study's total, shared by every worker on every machine, and never overshot.
+
+A trial counts toward the target when it is COMPLETE (feasible or not), PRUNED, or FAIL with a
+training `fail_reason` (oom, nan: a result about that config). Trials failed by a dead worker's
+heartbeat, by Ctrl-C (`interrupted`) or by an unexpected error (`error`) do not count: they are
+retried or replaced.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import get_heartbeat_thread  # the thread study.optimize runs per trial
+from optuna.trial import FrozenTrial, TrialState
+
+from scent_search.config import StudySpec
+from scent_search.errors import ConfigError, TrainingFailed
+from scent_search.search.space import make_pruner, make_sampler
+from scent_search.search.storage import safe_url, slot_lock, storage_errors
+
+# fail_reason values that do not count toward the target (the trial is redone, not a result).
+NOT_A_RESULT = ("interrupted", "error")
+# Spec keys a resumed study must share with the stored one: otherwise its trials are not comparable.
+COMPARABLE_KEYS = ("budget_gib", "target", "train", "model", "space", "data")
+
+
+def counts_toward_target(trial: FrozenTrial) -> bool:
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    reason = trial.user_attrs.get("fail_reason")
+    return trial.state == TrialState.FAIL and bool(reason) and reason not in NOT_A_RESULT
+
+
+@dataclass(frozen=True)
+class Counts:
+    finished: int  # counting toward the target
+    running: int
+    waiting: int
+    total: int
+
+
+def count_trials(study: optuna.Study) -> Counts:
+    trials = study.get_trials(deepcopy=False)
+    return Counts(finished=sum(counts_toward_target(t) for t in trials),
+                  running=sum(t.state == TrialState.RUNNING for t in trials),
+                  waiting=sum(t.state == TrialState.WAITING for t in trials), total=len(trials))
+
+
+def _first_difference(stored: Any, new: Any, key: str) -> str | None:
+    if isinstance(stored, dict) and isinstance(new, dict):
+        for k in sorted(set(stored) | set(new)):
+            diff = _first_difference(stored.get(k), new.get(k), f"{key}.{k}")
+            if diff:
+                return diff
+        return None
+    norm = (lambda v: [norm(x) for x in v] if isinstance(v, (list, tuple)) else v)
+    return None if norm(stored) == norm(new) else key
+
+
+def check_resumable(study: optuna.Study, spec: StudySpec) -> None:
+    """Refuse to add trials to a study made from a different budget, shape, training, model or space."""
+    stored = study.user_attrs.get("spec")
+    if not isinstance(stored, dict):
+        return
+    new = spec.to_dict()
+    for key in COMPARABLE_KEYS:
+        diff = _first_difference(stored.get(key), new.get(key), key)
+        if diff:
+            raise ConfigError(diff, f"differs from the stored study {spec.name!r} (stored: "
+                              f"{_lookup(stored, diff)!r}, now: {_lookup(new, diff)!r}); its trials would not be "
+                              "comparable: use another --study-name, or the spec it was made from", spec.source)
+
+
+def _lookup(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | None, device_kind: str,
+               check: bool = True) -> optuna.Study:
+    """Create the study, or load it (resume). `seed` seeds this worker's sampler."""
+    sampler = make_sampler(spec.sampler, seed, spec.source)
+    pruner = make_pruner(spec.pruner, spec.source)
+    with storage_errors(url), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="maximize", load_if_exists=True)
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ConfigError("--study-name", f"study {spec.name!r} in {safe_url(url)} is not a maximize study "
+                              "(made by another tool?)", spec.source)
+        if check:
+            check_resumable(study, spec)
+        if "spec" not in study.user_attrs:
+            stored = spec.to_dict()
+            stored["storage"] = safe_url(url)  # the dashboard shows study attrs: never a password
+            study.set_user_attr("spec", stored)
+            study.set_user_attr("device", device_kind)
+    return study
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker loop
+
+
+TrialSink = Callable[[FrozenTrial], None]
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped the worker; the trial it was running is marked FAIL (`interrupted`)."""
+
+
+class Runner:
+    """Runs trials of `study` with `objective` until the study has `target` finished trials, `deadline`
+    (time.time()) passes, or Ctrl-C. `on_trial` gets each trial this worker finished."""
+
+    def __init__(self, study: optuna.Study, objective: Callable[[optuna.Trial], float], *, url: str, target: int,
+                 deadline: float | None = None, on_trial: TrialSink | None = None, poll_s: float = 2.0,
+                 after_trial: Callable[[optuna.Study], None] | None = None,
+                 on_wait: Callable[[Counts], None] | None = None) -> None:
+        self.study, self.objective, self.url = study, objective, url
+        self.target, self.deadline, self.poll_s = target, deadline, poll_s
+        self.on_trial = on_trial or (lambda t: None)
+        self.after_trial = after_trial
+        self.on_wait = on_wait
+        self.ran: list[int] = []  # trial numbers this worker finished
+
+    def _storage(self) -> RDBStorage:
+        storage = self.study._storage
+        return getattr(storage, "_backend", storage)  # under Optuna's cache wrapper
+
+    def _next_trial(self) -> optuna.Trial | None | bool:
+        """Under the slot lock: a new trial, None (wait for others' running trials), False (done)."""
+        with storage_errors(self.url), slot_lock(self._storage(), self.study.study_name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)  # dead workers' trials -> FAIL, retries enqueued
+            counts = count_trials(self.study)
+            if counts.finished >= self.target:
+                return False
+            if self.deadline is not None and time.time() >= self.deadline:
+                return False
+            if counts.finished + counts.running >= self.target:
+                if self.on_wait:
+                    self.on_wait(counts)
+                return None
+            with warnings.catch_warnings():
+                # "Heartbeat ... supposed to be used with Study.optimize": _run_trial runs the same heartbeat.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                return self.study.ask()  # pops a waiting retry first, if there is one
+
+    def run(self) -> list[int]:
+        while True:
+            guard = _SigintGuard()
+            with guard:  # a Ctrl-C between ask() and the heartbeat would leave the new trial RUNNING forever
+                trial = self._next_trial()
+            if guard.fired:
+                if isinstance(trial, optuna.Trial):
+                    self._tell(trial, None, TrialState.FAIL, reason="interrupted")
+                raise Interrupted("interrupted between trials")
+            if trial is False:
+                return self.ran
+            if trial is None:
+                time.sleep(self.poll_s)
+                continue
+            frozen = self._run_trial(trial)
+            self.ran.append(frozen.number)
+            if self.after_trial is not None:
+                with storage_errors(self.url), slot_lock(self._storage(), self.study.study_name):
+                    self.after_trial(self.study)
+            self.on_trial(frozen)
+
+    def _run_trial(self, trial: optuna.Trial) -> FrozenTrial:
+        """Run the objective with the heartbeat on, then tell the outcome. Ctrl-C marks the trial FAIL
+        (`interrupted`) and raises Interrupted; an unexpected error marks it FAIL (`error`) and propagates."""
+        value, state, error, reason = None, TrialState.FAIL, None, None
+        storage = self.study._storage
+        try:
+            with get_heartbeat_thread(trial._trial_id, storage):
+                try:
+                    value = self.objective(trial)
+                    state = TrialState.COMPLETE
+                except optuna.TrialPruned:
+                    state = TrialState.PRUNED
+                except TrainingFailed:
+                    state = TrialState.FAIL  # the objective recorded fail_reason; the study goes on
+                except KeyboardInterrupt:
+                    reason = "interrupted"
+                except Exception as e:  # a bug or a storage failure: record it, then stop this worker
+                    error, reason = e, "error"
+        except KeyboardInterrupt:  # a second Ctrl-C while the heartbeat thread stopped
+            reason = "interrupted"
+        guard = _SigintGuard()
+        with guard:
+            self._tell(trial, value, state, reason=reason, error=error)
+        if reason == "interrupted" or guard.fired:
+            raise Interrupted(f"interrupted during trial {trial.number}")
+        if error is not None:
+            raise error
+        return storage.get_trial(trial._trial_id)
+
+    def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState, *, reason: str | None = None,
+              error: BaseException | None = None) -> None:
+        with storage_errors(self.url):
+            if reason is not None:
+                trial.set_user_attr("fail_reason", reason)
+                state = TrialState.FAIL
+            if error is not None:
+                trial.set_user_attr("fail_message", f"{type(error).__name__}: {error}"[:500])
+            self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+
+
+class _SigintGuard:
+    """Defers Ctrl-C (main thread only) while a short storage step runs; `fired` says one came."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.fired = True
+
+    def __enter__(self) -> "_SigintGuard":
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)

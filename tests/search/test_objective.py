@@ -1,0 +1,110 @@
+"""The trial contract (DESIGN.md section 5), run in-process with a stand-in probe and training function."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from scent_search.search import RetryStaleTrial, prepare_run, run_study
+from scent_search.search.progress import TerminalReporter
+
+from tests.search.conftest import FakeTrain, budget_between
+
+RECORD_ATTRS = {"peak_allocated_bytes", "peak_reserved_bytes", "peak_gib", "peak_source", "budget_gib", "feasible",
+                "breakdown", "n_params", "backend", "device"}
+TRAINED_ATTRS = {"psnr", "bicubic_psnr", "steps_per_s", "samples_per_s", "flops_per_step"}
+
+
+def _run(spec_path, url, name, n_trials, *, budget=None, train=None, probe=None, capsys=None):
+    plan = prepare_run(spec_path, storage=url, study_name=name, n_trials=n_trials, memory_budget=budget)
+    out = run_study(plan, TerminalReporter(bar=False), train_fn=train, probe=probe)
+    return out, optuna.load_study(study_name=name, storage=url)
+
+
+def test_infeasible_config_completes_without_training(spec_path, sqlite_url, study_name, fake_probe, fake_train):
+    """A budget below every config: every trial COMPLETEs infeasible, and nothing is trained."""
+    out, study = _run(spec_path, sqlite_url, study_name, 3, budget=1e-6, train=fake_train, probe=fake_probe)
+    assert out.finished == 3 and fake_train.runs == [] and fake_train.steps == 0
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE
+        assert t.constraints["peak_memory"] > 0
+        assert t.system_attrs["constraints"] == [t.constraints["peak_memory"]]  # optuna-dashboard 0.21
+        assert t.user_attrs["feasible"] is False and t.user_attrs["steps_done"] == 0
+        assert RECORD_ATTRS <= set(t.user_attrs) and "psnr" not in t.user_attrs
+        assert t.value == pytest.approx(t.user_attrs["bicubic_psnr"])  # the documented value: bicubic floor
+    with pytest.raises(ValueError):
+        study.best_trial  # no feasible trial: Optuna itself does not pick an infeasible one
+
+
+def test_feasible_trials_train_and_record(spec_path, storage_url, study_name, fake_probe, fake_train):
+    out, study = _run(spec_path, storage_url, study_name, 4, budget=100.0, train=fake_train, probe=fake_probe)
+    assert out.finished == 4
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE and t.constraints["peak_memory"] <= 0
+        assert RECORD_ATTRS | TRAINED_ATTRS <= set(t.user_attrs)
+        assert t.value == t.user_attrs["psnr"]
+        assert len(t.intermediate_values) == 2  # one report per eval point
+    spec = study.user_attrs["spec"]
+    assert spec["budget_gib"] == 100.0 and spec["target"]["batch_size"] == 4
+
+
+def test_oom_and_nan_are_recorded_and_the_study_continues(spec_path, sqlite_url, study_name, fake_probe):
+    train = FakeTrain(fail={0: "oom", 1: "nan"})  # the first two training runs fail
+    out, study = _run(spec_path, sqlite_url, study_name, 5, budget=100.0, train=train, probe=fake_probe)
+    assert out.finished == 5 and not out.errors
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in failed] == ["oom", "nan"]
+    assert all("peak_memory" in t.constraints for t in failed)  # set before training could fail
+    assert all("simulated OOM" in failed[0].user_attrs["fail_message"] for _ in [0])
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3  # the study went on to its target
+
+
+def test_pruned_trials_are_pruned_not_failed(tmp_path, sqlite_url, study_name, fake_probe, fake_train):
+    from tests.search.conftest import write_spec
+
+    path = write_spec(tmp_path, extra="", name="p.toml")
+    text = path.read_text().replace('[pruner]\nname = "nop"',
+                                    '[pruner]\nname = "percentile"\noptions = { percentile = 99.0, n_startup_trials = 1, n_warmup_steps = 0 }')
+    path.write_text(text)
+    out, study = _run(path, sqlite_url, study_name, 5, budget=100.0, train=fake_train, probe=fake_probe)
+    states = [t.state for t in study.trials]
+    assert TrialState.PRUNED in states and out.finished == 5
+
+
+def test_some_configs_infeasible_with_a_budget_between(spec_path, tiny_spec, sqlite_url, study_name, fake_probe,
+                                                      fake_train):
+    out, study = _run(spec_path, sqlite_url, study_name, 10, budget=budget_between(tiny_spec), train=fake_train,
+                      probe=fake_probe)
+    feasible = [t.user_attrs["feasible"] for t in study.trials]
+    assert any(feasible) and not all(feasible)
+    assert len(fake_train.runs) <= sum(feasible)  # only feasible configs ever reach training
+
+
+def test_retry_drops_stale_constraints(sqlite_url, study_name):
+    """Optuna's retry copies system attrs; ours re-enqueues the params with no constraint values."""
+    study = optuna.create_study(study_name=study_name, storage=sqlite_url, direction="maximize")
+    trial = study.ask()
+    trial.suggest_categorical("hidden_dim", [16, 32])
+    trial.set_constraint("peak_memory", 0.25)
+    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [0.25])
+    trial.set_user_attr("peak_gib", 1.25)
+    study.tell(trial, state=TrialState.FAIL)
+    RetryStaleTrial(max_retry=2)(study, study.trials[0])
+    retry = study.trials[1]
+    assert retry.state == TrialState.WAITING and retry.params == study.trials[0].params
+    assert not any(k == "constraints" or k.startswith("constraints:") for k in retry.system_attrs)
+    assert retry.user_attrs == {}
+    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == [0]
+    # The retry can record its own value.
+    new = study.ask()
+    assert new.number == 1
+    new.set_constraint("peak_memory", -0.5)
+    assert new.constraints == {"peak_memory": -0.5}
+
+
+def test_retry_respects_max_retry(sqlite_url, study_name):
+    study = optuna.create_study(study_name=study_name, storage=sqlite_url)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"retry_history": [0, 1]}))
+    RetryStaleTrial(max_retry=2)(study, study.trials[0])
+    assert len(study.trials) == 1

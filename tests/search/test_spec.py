@@ -1,0 +1,96 @@
+"""Study specs: every shipped spec loads, and a bad one is refused before anything runs, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scent_search.config import StudySpec, load_spec
+from scent_search.errors import ConfigError
+from scent_search.search import packaged_default_spec
+
+from tests.search.conftest import write_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_packaged_default_is_the_studies_default():
+    """One source of truth: the copy inside the package is byte-identical to studies/default.toml."""
+    assert packaged_default_spec().read_bytes() == (REPO / "studies" / "default.toml").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["default.toml", "seed-40gb.toml"])
+def test_shipped_specs_load(name):
+    spec = load_spec(REPO / "studies" / name)
+    assert spec.budget_gib > 0 and spec.n_trials >= 1
+
+
+def test_seed_spec_is_the_researchers_situation():
+    spec = load_spec(REPO / "studies" / "seed-40gb.toml")
+    assert (spec.budget_gib, spec.target.batch_size, spec.target.queries, spec.target.lr_size) == (40, 64, 1024, 32)
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    path = tmp_path / "wide.toml"
+    path.write_text("budget_gib = 2\n")
+    assert load_spec(path).name == "wide"
+
+
+BAD = [
+    ("colour = 3\n", "colour", "unknown key"),
+    ("[space]\nhidden_dim = []\n", "space.hidden_dim", "at least one choice"),
+    ("[space]\nsigma_ls = [[64.0], []]\n", "space.sigma_ls", "non-empty"),
+    ("[space]\nhidden_dim = 64\n", "space.hidden_dim", "expected"),
+    ("[space]\nshare_scales = [0, 1]\n", "space.share_scales", "expected"),
+    ("[space]\nmult = [2, 2]\n", "space.mult", "duplicate"),
+    ("[space]\nprecision = [\"fp16\"]\n", "space.precision", "fp32"),
+    ("[space]\nlr = [1e-3, 1e-4]\n", "space.lr", "low < high"),
+    ("[target]\nlr_size = 15\n", "target.lr_size", "not divisible by model.patch_size"),
+    ("[target]\nbatch_size = \"64\"\n", "target.batch_size", "expected int"),
+    ("[model]\nhidden_dim = 64\n", "model.hidden_dim", "is searched"),
+    ("[model]\nsize = 64\n", "model.size", "unknown key"),
+    ("[train]\nprecision = \"bf16\"\n", "train.precision", "[target]"),
+    ("[sampler]\nname = \"grid\"\n", "sampler.name", "unknown sampler"),
+    ("[pruner]\nname = \"median\"\noptions = { warmup = 2 }\n", "pruner.options.warmup", "unknown option"),
+    ("[heartbeat]\ninterval = 10\ngrace_period = 5\n", "heartbeat.grace_period", "must be >"),
+]
+
+
+@pytest.mark.parametrize("text, key, words", BAD, ids=[b[1] for b in BAD])
+def test_bad_spec_names_the_key_and_file(tmp_path, text, key, words):
+    path = tmp_path / "bad.toml"
+    path.write_text("budget_gib = 4\n" + text)
+    with pytest.raises(ConfigError) as e:
+        spec = load_spec(path)
+        # sampler/pruner options are checked against the Optuna classes when the run is prepared
+        from scent_search.search.space import make_pruner, make_sampler
+
+        make_sampler(spec.sampler, 0, spec.source)
+        make_pruner(spec.pruner, spec.source)
+    assert e.value.key == key
+    assert str(e.value).startswith(f"{path}: {key}: ") and words in str(e.value)
+
+
+@pytest.mark.parametrize("budget", ["0", "-1"])
+def test_budget_must_be_positive(tmp_path, budget):
+    path = tmp_path / "b.toml"
+    path.write_text(f"budget_gib = {budget}\n")
+    with pytest.raises(ConfigError, match="budget_gib: must be > 0"):
+        load_spec(path)
+
+
+def test_missing_budget_and_bad_toml(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text("name = 'x'\n")
+    with pytest.raises(ConfigError, match="budget_gib: required"):
+        load_spec(path)
+    path.write_text("budget_gib = = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_spec(path)
+
+
+def test_spec_round_trips_through_its_dict(tmp_path):
+    spec = load_spec(write_spec(tmp_path))
+    again = StudySpec.from_dict({k: v for k, v in spec.to_dict().items()}, source=spec.source)
+    assert again == spec

@@ -56,6 +56,7 @@ class TrialRecord:
     constraints: Mapping[str, float]
     breakdown: Mapping[str, float] = field(default_factory=dict)  # component -> GiB
     fail_reason: str | None = None
+    duplicate_of: int | None = None  # a re-suggested config whose results were copied from this trial
     pareto: bool = False
 
     @property
@@ -155,6 +156,7 @@ def record_of(trial: FrozenTrial) -> TrialRecord:
         constraints=constraint_values(trial),
         breakdown=_breakdown_gib(ua.get("breakdown")),
         fail_reason=str(ua["fail_reason"]) if ua.get("fail_reason") else None,
+        duplicate_of=ua.get("duplicate_of") if isinstance(ua.get("duplicate_of"), int) else None,
     )
 
 
@@ -185,10 +187,14 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def records_of(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
-    """All trials as records, with `pareto` set on the non-dominated completed feasible ones."""
+    """All trials as records, with `pareto` set on the non-dominated completed feasible ones.
+
+    A repeat of an already trained config (`duplicate_of`) is the same point as its original, which alone
+    stands for it on the front.
+    """
     records = [record_of(t) for t in trials]
-    candidates = [i for i, r in enumerate(records)
-                  if r.status == FEASIBLE and r.psnr is not None and r.peak_gib is not None]
+    candidates = [i for i, r in enumerate(records) if r.status == FEASIBLE and r.psnr is not None
+                  and r.peak_gib is not None and r.duplicate_of is None]
     member = non_dominated([(records[i].psnr, records[i].peak_gib) for i in candidates])
     for i, m in zip(candidates, member):
         if m:

@@ -129,7 +129,7 @@ class Runner:
 
     def __init__(self, study: optuna.Study, objective: Callable[[optuna.Trial], float], *, url: str, target: int,
                  deadline: float | None = None, on_trial: TrialSink | None = None, poll_s: float = 2.0,
-                 after_trial: Callable[[optuna.Study], None] | None = None,
+                 after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
                  on_wait: Callable[[Counts], None] | None = None) -> None:
         self.study, self.objective, self.url = study, objective, url
         self.target, self.deadline, self.poll_s = target, deadline, poll_s
@@ -180,7 +180,7 @@ class Runner:
             self.ran.append(frozen.number)
             if self.after_trial is not None:
                 with storage_errors(self.url), slot_lock(self._storage(), self.study.study_name):
-                    self.after_trial(self.study)
+                    self.after_trial(self.study, frozen)
             self.on_trial(frozen)
 
     def _run_trial(self, trial: optuna.Trial) -> FrozenTrial:

@@ -125,6 +125,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, trai
              on_message: Callable[[str], None] | None) -> list[int]:
     import torch
 
+    from scent_search.report import DashboardArtifactsCallback
     from scent_search.search.objective import Objective
     from scent_search.search.probe import PeakProbe, profiling_device
     from scent_search.search.progress import trial_event
@@ -146,16 +147,9 @@ def _run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, trai
             waiting_said[0] = True
 
     runner = Runner(study, objective, url=job.url, target=job.target, deadline=job.deadline,
-                    on_trial=lambda t: on_trial(trial_event(t)), after_trial=_dashboard_refresh(),
+                    on_trial=lambda t: on_trial(trial_event(t)), after_trial=DashboardArtifactsCallback(),
                     on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)))
     return runner.run()
-
-
-def _dashboard_refresh() -> Callable[[Any], None]:
-    """The report package's dashboard refresh (figures, notes, legacy constraints), run after each trial."""
-    from scent_search.report import refresh_study_artifacts
-
-    return refresh_study_artifacts
 
 
 # --------------------------------------------------------------------------------------------------

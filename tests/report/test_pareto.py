@@ -66,3 +66,13 @@ def test_summary_reads_budget_shape_device_and_counts(storage_url: str) -> None:
     assert all(r.status == FEASIBLE for r in s.pareto)
     peaks = [r.peak_gib for r in s.pareto]
     assert peaks == sorted(peaks)
+
+
+def test_a_repeated_config_stands_on_the_front_once() -> None:
+    original = trial_record(P, TrialState.COMPLETE, psnr=28.0)
+    repeat = optuna.trial.create_trial(params=original.params, distributions=original.distributions, value=28.0,
+                                       user_attrs={**original.user_attrs, "duplicate_of": 0},
+                                       system_attrs=original.system_attrs)
+    records = records_of([original, repeat])
+    assert [r.pareto for r in records] == [True, False]
+    assert records[1].duplicate_of == 0 and records[1].status == FEASIBLE

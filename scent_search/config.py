@@ -118,6 +118,7 @@ class TrainConfig:
     lr_size: int = 32  # LR input side
     scale_min: float = 1.0
     scale_max: float = 4.0
+    augment: bool = True  # random flips and transposes of the training crops
     lr: float = 1e-4  # Adam learning rate
     lr_schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 0

@@ -69,7 +69,7 @@ def main() -> None:
         label = "forward+backward" if backward else "forward"
         print(f"{label}:")
         for name, ms in med.items():
-            ratio = "" if name == "vectorised" else f"   vectorised is x{ms / med['vectorised']:.2f} faster"
+            ratio = "" if name == "vectorised" else f"   speed-up of vectorised: x{ms / med['vectorised']:.2f}"
             print(f"  {name:>16} {ms:9.1f} ms{ratio}")
 
 

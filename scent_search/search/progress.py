@@ -115,7 +115,7 @@ def summary_lines(study: optuna.Study, url: str, elapsed_s: float | None = None)
             lines.append(f"  {r['trial']:>5d}  {r['peak_gib']:>8.3f}  {r['psnr']:>7.2f}  {knobs_label(r['params'])}")
     lines.append(f"Database: {url}  (study {study.study_name!r})")
     lines.append(f"  report:    scent-search report {study.study_name} --storage {url} --out report.html")
-    lines.append(f"  dashboard: optuna-dashboard {url}")
+    lines.append(f"  dashboard: scent-search dashboard --storage {url}")
     return lines
 
 

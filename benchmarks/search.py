@@ -267,7 +267,7 @@ def main() -> None:
               f"(profiling {r['infeasible_profile_s']:.2f} s) of a {r['study_s']:.1f} s study: "
               f"{100 * r['fraction']:.1f} % of study time")
     if "sampler" in parts:
-        print(f"== trials to reach the best feasible config: TPE (constrained) vs random, surrogate objective")
+        print("== trials to reach the best feasible config: TPE (constrained) vs random, surrogate objective")
         r = sampler_comparison(args.budget, args.seeds, args.cap, args.cache)
         print(f"  {r['configs']} configs, {r['feasible']} feasible under {r['budget_gib']:g} GiB; best feasible "
               f"{r['best']} ({r['best_gib']:.1f} GiB, {r['best_psnr']:.2f} dB surrogate)")

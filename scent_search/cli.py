@@ -6,7 +6,6 @@ Each command's docstring carries an example; `--help` shows it.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from typing import Any, Callable

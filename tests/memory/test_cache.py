@@ -1,7 +1,6 @@
 """The profile cache: stored profiles are returned without recomputing, and two concurrent writers of the
 same key profile it once, on SQLite and on the PostgreSQL at 127.0.0.1 (never skipped when CI=true)."""
 
-import os
 import threading
 import time
 import uuid
@@ -12,8 +11,8 @@ import sqlalchemy as sa
 from scent_search.config import ModelConfig, TargetShape
 from scent_search.memory import DEFAULT_MARGIN, ProfileCache, profile_step
 from scent_search.memory._cache import calibration_table, profiles_table
+from tests.postgres import PG_URL, require_postgres
 
-PG_URL = os.environ.get("SCENT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SHAPE = TargetShape(batch_size=2, queries=16, lr_size=8)
 
 
@@ -32,13 +31,7 @@ def storage_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'study.db'}"
         return
-    try:
-        sa.create_engine(PG_URL).connect().close()
-    except Exception as e:  # pragma: no cover - depends on the machine
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is required in CI: {e}")
-        pytest.skip(f"no PostgreSQL at {PG_URL}")
-    yield PG_URL
+    yield require_postgres()
     eng = sa.create_engine(PG_URL)  # the database is shared: leave no rows behind
     with eng.begin() as conn:
         for cfg in _CREATED:

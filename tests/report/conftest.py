@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 
+from tests.postgres import PG_URL, require_postgres
 from tests.report.studies import make_study, random_trials
 
 
@@ -19,7 +18,6 @@ def storage_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'studies.db'}"
 
 
-PG_URL = os.environ.get("SCENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -36,16 +34,7 @@ def pg_study_name() -> str:
 @pytest.fixture
 def pg_url() -> str:
     """The PostgreSQL on 127.0.0.1:5432; skipped only where it is unreachable and CI is not "true"."""
-    try:
-        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI=true: {e}".splitlines()[0])
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable")
-    return PG_URL
+    return require_postgres()
 
 
 @pytest.fixture(scope="session")

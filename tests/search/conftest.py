@@ -3,20 +3,17 @@ spec, and injectable stand-ins for the peak probe and the training function."""
 
 from __future__ import annotations
 
-import os
 import types
 import uuid
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 
 from scent_search.config import StudySpec, load_spec
 from scent_search.errors import NonFiniteLoss, OutOfMemory
 from scent_search.search.probe import GIB, Peak
-
-PG_URL = os.environ.get("SCENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.postgres import PG_URL, require_postgres
 
 # A study every test can afford on a shared 2-core CPU: a tiny model, 6 training steps, 64-pixel validation.
 TINY_SPEC = """
@@ -89,26 +86,11 @@ def study_name() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
 
-def pg_reachable() -> bool:
-    try:
-        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:  # any failure means "not here"; in CI that is an error, see pg_url
-        return False
-
-
 @pytest.fixture
 def pg_url(study_name: str):
     """The PostgreSQL URL; skipped only where it is unreachable and CI is not "true". The test's study
     (a unique name) is deleted afterwards."""
-    if not pg_reachable():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_URL} is unreachable and CI=true: PostgreSQL tests must run")
-        pytest.skip(f"PostgreSQL at {PG_URL} is unreachable")
-    yield PG_URL
+    yield require_postgres()
     storage = optuna.storages.RDBStorage(PG_URL)
     try:
         optuna.delete_study(study_name=study_name, storage=storage)

@@ -264,8 +264,9 @@ def studies(storage: str | None, as_json: bool) -> None:
       scent-search studies --storage sqlite:///studies/default.db --json
     """
     from scent_search.search import list_studies
+    from scent_search.search.storage import DEFAULT_STORAGE
 
-    rows = list_studies(storage or "sqlite:///studies/default.db")
+    rows = list_studies(storage or DEFAULT_STORAGE)
     if as_json:
         echo_json(rows)
         return
@@ -294,8 +295,9 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
       scent-search best default --storage sqlite:///studies/default.db --json
     """
     from scent_search.search import best_of
+    from scent_search.search.storage import DEFAULT_STORAGE
 
-    data = best_of(storage or "sqlite:///studies/default.db", study)
+    data = best_of(storage or DEFAULT_STORAGE, study)
     if as_json:
         echo_json(data)
         return

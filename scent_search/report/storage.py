@@ -11,8 +11,7 @@ from pathlib import Path
 import optuna
 
 from scent_search.errors import ConfigError, StorageError
-
-DEFAULT_STORAGE = "sqlite:///studies/default.db"  # DESIGN.md section 7: `run` with no spec stores here
+from scent_search.search.storage import DEFAULT_STORAGE
 
 
 def open_storage(url: str | None) -> optuna.storages.RDBStorage:

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scent_search.config import HeartbeatSpec, StudySpec
 from scent_search.errors import ConfigError, StorageError
 
+DEFAULT_STORAGE = "sqlite:///studies/default.db"  # DESIGN.md section 7: `run` with no spec stores here
 CONSTRAINTS_KEY = "constraints"  # legacy list attr (optuna-dashboard 0.21); Optuna 5 writes "constraints:<key>"
 SQLITE_BUSY_TIMEOUT_S = 60  # a dashboard reading the file must not make a worker fail on "database is locked"
 PG_CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the OS's TCP timeout

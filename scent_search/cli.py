@@ -174,18 +174,20 @@ def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, l
 
 
 @cli.command("seed-check")
+@click.option("--backend", type=click.Choice(["mamba_ssm", "torch"]), default="mamba_ssm", show_default=True,
+              help="Processor backend predicted: mamba-ssm's fused kernels (the researcher's) or the PyTorch scan.")
 @json_option
-def seed_check(as_json: bool) -> None:
-    """Check each claim of DESIGN.md section 6 against the tool's prediction (batch 64, 1024 queries, LR 32, fp32).
+def seed_check(backend: str, as_json: bool) -> None:
+    """Check each of the researcher's memory claims against the tool's prediction (batch 64, 1024 queries, LR 32, fp32).
 
     \b
     Example:
       scent-search seed-check
-      scent-search seed-check --json
+      scent-search seed-check --backend torch --json
     """
     from scent_search import memory
 
-    res = memory.seed_check()
+    res = memory.seed_check(backend)
     if as_json:
         echo_json(res)
         return

@@ -26,24 +26,29 @@ def _check(cond: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+SPATIAL_BIASES = ("grid", "raster", "none")  # modulation_ca's locality prior (scent_search/model/decoder.py)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Constructor arguments of MambaSCENTHybrid (DESIGN.md section 2). Defaults are the researcher's baseline."""
+    """Constructor arguments of MambaSCENTHybrid (docs/design.md, "The model"). Defaults are the researcher's baseline."""
 
     patch_size: int = 2
     in_channels: int = 3
     dim: int = 256  # token width of encoder and processor (= decoder context width)
-    num_lp_tokens: int = 256  # learnable latents the encoder summarises into
+    num_lp_tokens: int = 256  # learnable LP tokens spread through the patch sequence; their outputs are the latents
     feature_dim: int = 64  # width of each Gaussian Fourier feature map ([sin, cos] halves)
-    sigma_q: float = 16.0
+    sigma_q: float = 16.0  # Fourier bandwidths divide: B = randn / sigma (the researcher's convention)
     sigma_ls: tuple[float, ...] = (128.0, 32.0)  # one decoder branch per entry; len = scale count
     hidden_dim: int = 512
     mult: int = 4
     num_processor_layers: int = 4
     num_decoder_layers: int = 3
     share_scales: bool = False
-    encoder_heads: int = 8
-    modulation_heads: int = 2  # DESIGN.md: modulation_ca has heads=2
+    modulation_heads: int = 2  # modulation_ca: heads=2, dim_head=64 in the researcher's code
+    # How modulation_ca favours the LP tokens near a query: "grid" (2-D distance, learnable strength),
+    # "raster" (the researcher's 1-D raster approximation, fixed strength 10) or "none".
+    spatial_bias: str = "grid"
     # Predict a correction over the bicubic upsample of the LR input instead of raw RGB.
     # Off by default: the researcher's model predicts RGB directly.
     residual_bicubic: bool = False
@@ -51,17 +56,15 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma_ls", tuple(float(s) for s in self.sigma_ls))
         for name in ("patch_size", "in_channels", "dim", "num_lp_tokens", "feature_dim", "hidden_dim",
-                     "num_processor_layers", "num_decoder_layers", "encoder_heads", "modulation_heads"):
+                     "num_processor_layers", "num_decoder_layers", "modulation_heads"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.mult >= 1, "mult", f"must be >= 1, got {self.mult}")
         _check(len(self.sigma_ls) >= 1, "sigma_ls", "must hold at least one bandwidth (the scale count is its length)")
         _check(all(s > 0 for s in self.sigma_ls), "sigma_ls", f"every bandwidth must be > 0, got {list(self.sigma_ls)}")
         _check(self.sigma_q > 0, "sigma_q", f"must be > 0, got {self.sigma_q}")
         _check(self.feature_dim % 2 == 0, "feature_dim", f"must be even ([sin, cos] halves), got {self.feature_dim}")
-        _check(self.dim % self.encoder_heads == 0, "dim",
-               f"{self.dim} is not divisible by encoder_heads={self.encoder_heads}")
-        _check(self.hidden_dim % self.modulation_heads == 0, "hidden_dim",
-               f"{self.hidden_dim} is not divisible by modulation_heads={self.modulation_heads}")
+        _check(self.spatial_bias in SPATIAL_BIASES, "spatial_bias",
+               f"must be one of {list(SPATIAL_BIASES)}, got {self.spatial_bias!r}")
 
     @property
     def num_scales(self) -> int:
@@ -216,7 +219,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], source: str | None = None, 
         raise ConfigError(prefix + e.key, str(e).split(": ", 1)[1], source) from e
 
 
-__all__ = ["ModelConfig", "TargetShape", "TrainConfig", "from_mapping", "PRECISIONS"]
+__all__ = ["ModelConfig", "TargetShape", "TrainConfig", "from_mapping", "PRECISIONS", "SPATIAL_BIASES"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from scent_search.model import MambaSCENTHybrid
 from scent_search.train import PSNR_CAP_DB, evaluate, load_data, lr_factor, psnr, train
 
 TINY = ModelConfig(dim=32, num_lp_tokens=16, feature_dim=16, hidden_dim=32, mult=2, num_processor_layers=1,
-                   num_decoder_layers=2, encoder_heads=2, sigma_ls=(32.0, 8.0))
+                   num_decoder_layers=2, sigma_ls=(32.0, 8.0))
 # Small LR (8) and validation crops (16) keep each step a few milliseconds.
 FAST = TrainConfig(steps=6, batch_size=2, sample_q=32, lr_size=8, val_hr_size=16, val_crops=3, eval_points=2,
                    lr=1e-3)

@@ -12,9 +12,14 @@
   prediction's time. Tests hold the stand-in against the real scan.
 - `CUBLAS_WORKSPACE_BYTES`: cuBLAS workspaces come from the caching allocator and stay allocated.
 
-Flash / memory-efficient attention needs no stand-in: the CPU's `_scaled_dot_product_flash_attention_for_cpu`
-(which the FakeTensor run dispatches to) saves what the CUDA kernels save, out in (B, Q, h, d) layout plus a
-(B, h, Q) fp32 logsumexp, and no (B, h, Q, M) matrix. A test checks the attention's footprint.
+- `CudaAttention`: modulation_ca with a learnt spatial bias (spatial_bias = "grid") passes an attention mask that
+  requires grad. The CPU then falls back to SDPA's math path, which keeps the (B, h, Q, M) probabilities; CUDA
+  runs the memory-efficient kernel, which keeps only its output and a logsumexp and builds the bias gradient
+  (B, h, Q, M) in backward. The stand-in allocates that.
+
+Without a learnt bias, attention needs no stand-in: the CPU's `_scaled_dot_product_flash_attention_for_cpu`
+(which the FakeTensor run dispatches to, with or without a constant mask) saves what the CUDA kernels save, out
+in (B, Q, h, d) layout plus a (B, h, Q) fp32 logsumexp, and no (B, h, Q, M) matrix. Tests check both footprints.
 """
 
 from __future__ import annotations
@@ -93,6 +98,62 @@ class CudaAutocast(TorchFunctionMode):
             if cast is not None:
                 args = tuple([cast(x) for x in a] if isinstance(a, (list, tuple)) else cast(a) for a in args)
                 kwargs = {k: cast(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory-efficient attention with a bias that requires grad
+
+EFFICIENT_LSE_ROWS = 32  # the kernel's logsumexp is (B, h, ceil(Q / 32) * 32) fp32
+EFFICIENT_BIAS_ALIGN = 16  # it pads the bias's last dim to a multiple of 16 (a copy)
+
+
+def _ceil_to(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+class _EfficientAttention(torch.autograd.Function):
+    """Allocates what `_scaled_dot_product_efficient_attention` (with a bias that requires grad) keeps and builds.
+
+    Forward keeps q, k, v, the padded bias, out and the logsumexp. Backward builds dq, dk, dv, a (B, h, Q) fp32
+    delta and the full bias gradient (B, h, Q, M_pad), which autograd then sums over the heads to the mask's
+    (B, 1, Q, M).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask):
+        b, h, nq, _ = q.shape
+        m = k.shape[2]
+        padded = mask.new_empty(*mask.shape[:-1], _ceil_to(m, EFFICIENT_BIAS_ALIGN)) if m % EFFICIENT_BIAS_ALIGN \
+            else mask
+        out = q.new_empty(b, nq, h, v.shape[-1]).transpose(1, 2)  # (B, h, Q, d) in (B, Q, h, d) layout
+        lse = q.new_empty(b, h, _ceil_to(nq, EFFICIENT_LSE_ROWS), dtype=torch.float32)
+        ctx.save_for_backward(q, k, v, padded, out, lse)
+        ctx.mask_shape = mask.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, padded, out, lse = ctx.saved_tensors
+        b, h, nq, _ = q.shape
+        delta = lse.new_empty(b, h, nq)
+        grad_bias = padded.new_empty(b, h, nq, padded.shape[-1])
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        del delta
+        dmask = grad_bias[..., :ctx.mask_shape[-1]].sum(1, keepdim=True)  # (B, 1, Q, M)
+        return dq, dk, dv, dmask
+
+
+class CudaAttention(TorchFunctionMode):
+    """Routes `scaled_dot_product_attention` with a mask that requires grad to the memory-efficient stand-in."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+            if isinstance(mask, torch.Tensor) and mask.requires_grad:
+                return _EfficientAttention.apply(q, k, v, mask)
         return func(*args, **kwargs)
 
 

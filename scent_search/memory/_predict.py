@@ -21,7 +21,7 @@ from scent_search.memory import _cuda_model as cm
 from scent_search.memory._profile import BREAKDOWN_KEYS, COMPONENTS, DEFAULT_MARGIN, MemoryProfile, versions
 from scent_search.memory._tracker import Components, StorageTracker, round_alloc
 from scent_search.model import MambaSCENTHybrid
-from scent_search.model.processor import SCAN_CHUNK, mamba_ssm_available
+from scent_search.model.processor import SCAN_CHUNK, Mamba, mamba_ssm_available
 
 GRAD_CLIP = 1.0  # train.py clips the global grad norm (TrainConfig.grad_clip default); a few small tensors
 
@@ -34,10 +34,12 @@ class Adjustments:
     mamba_ssm_kernel: bool = True  # backend 'mamba_ssm': stand-in for mamba_inner_fn
     cublas_workspace: str | None = "sm90"  # key of cm.CUBLAS_WORKSPACE_BYTES, None: none
     fast_scan: bool = True  # backend 'torch': the calibrated stand-in for selective_scan
+    efficient_attention: bool = True  # a learnt attention bias: CUDA's memory-efficient kernel, not the math path
 
     @classmethod
     def none(cls, fast_scan: bool = False) -> "Adjustments":
-        return cls(cuda_autocast=False, mamba_ssm_kernel=False, cublas_workspace=None, fast_scan=fast_scan)
+        return cls(cuda_autocast=False, mamba_ssm_kernel=False, cublas_workspace=None, fast_scan=fast_scan,
+                   efficient_attention=False)
 
 
 def default_backend() -> str:
@@ -73,7 +75,7 @@ def _scan_dtypes(precision: str, adj: Adjustments) -> tuple[torch.dtype, ...]:
 
 def _install_processor(model: nn.Module, backend: str, precision: str, adj: Adjustments) -> None:
     low = torch.bfloat16 if precision == "bf16" else None
-    for mamba in model.processor.layers:
+    for mamba in (m for m in model.processor.modules() if isinstance(m, Mamba)):  # two per BiMamba block
         if backend == "mamba_ssm" and adj.mamba_ssm_kernel:
             mamba.forward = functools.partial(cm.mamba_inner_forward, mamba, low_dtype=low)
         elif adj.fast_scan:
@@ -148,7 +150,8 @@ def run_step(cfg: ModelConfig, shape: TargetShape, backend: str, adj: Adjustment
         cpu_autocast = torch.autocast("cpu", dtype=torch.bfloat16) if (bf16 and not adj.cuda_autocast) \
             else contextlib.nullcontext()
         comps.recompute_mode = emu
-        with tracker, (emu or contextlib.nullcontext()):
+        attention = cm.CudaAttention() if adj.efficient_attention else contextlib.nullcontext()
+        with tracker, attention, (emu or contextlib.nullcontext()):
             if emu is not None:
                 emu.enabled = True
             with cpu_autocast:

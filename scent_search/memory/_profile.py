@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-PREDICTOR_VERSION = 1  # bump when the prediction changes, so cached predictions are not reused
+PREDICTOR_VERSION = 2  # bump when the prediction changes, so cached predictions are not reused
 
 COMPONENTS = ("encoder", "processor", "modulation_ca", "bandwidth_lins", "modulation_lins", "hv_lins", "skips")
 STATE = ("parameters", "gradients", "optimizer_state", "other")

@@ -129,9 +129,10 @@ class Components:
         table: list[tuple[nn.Module, Callable[[], str] | None]] = [
             (model.encoder, lambda: "encoder"),
             (model.processor, lambda: "processor"),
-            (dec, None),  # decoder-level ops (the combination h_l, the output sum): skips[current scale]
-            (dec.query_features, lambda: "modulation_ca"),
-            (dec.query_embed, lambda: "modulation_ca"),
+            (dec, None),  # decoder-level ops (the combination m_k, the output sum): skips[current scale]
+            (dec.query_features, lambda: "modulation_ca"),  # the query embedding feeds modulation_ca
+            (dec.query_lin, lambda: "modulation_ca"),
+            (dec.spatial_bias, lambda: "modulation_ca"),
             (dec.modulation_ca, lambda: "modulation_ca"),
         ]
         for l, feats in enumerate(dec.bandwidth_features):
@@ -144,8 +145,9 @@ class Components:
                     table.append((m, functools.partial(lambda nm: f"{nm}[{self.scale}]", name)))
         for k, m in enumerate(dec.hv_lins):
             table.append((m, functools.partial(str, f"hv_lins[{k}]")))
-        for l, m in enumerate(dec.skips):
-            table.append((m, functools.partial(str, f"skips[{l}]")))
+        for l, (skip, out) in enumerate(zip(dec.skips, dec.out_lins)):  # the output path of scale l
+            table.append((skip, functools.partial(str, f"skips[{l}]")))
+            table.append((out, functools.partial(str, f"skips[{l}]")))
         for module, fn in table:
             self._handles.append(module.register_forward_pre_hook(functools.partial(self._pre, fn)))
             # always_call: the post-hook also runs when checkpointing stops a recomputation early (by raising)

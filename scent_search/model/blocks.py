@@ -1,8 +1,9 @@
-"""Building blocks shared by the encoder and the SCENT decoder (DESIGN.md section 2)."""
+"""Building blocks shared by the encoder and the SCENT decoder (docs/design.md, "The model")."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 import torch
@@ -32,22 +33,23 @@ def in_full_precision() -> bool:
 
 
 class GaussianFourierFeatures(nn.Module):
-    """coords (..., in_dim) -> [sin(xB), cos(xB)] (..., feature_dim), B ~ N(0, sigma^2) fixed.
+    """coords (..., 2) in [-1, 1] -> [sin, cos](2 pi x B^T) (..., feature_dim), the researcher's convention.
 
-    B is a buffer, so it is saved with the checkpoint and the features are reproducible after loading.
-    Computed in fp32 even under autocast: at sigma 128 the phases reach hundreds of radians, and bf16's 8-bit
-    mantissa would leave them wrong by more than a radian. The result is cast to the autocast dtype by the
-    next Linear as usual.
+    x = (coords + 1) / 2 maps the image to [0, 1]; B ~ N(0, 1) / sigma is (feature_dim / 2, 2) and learnable,
+    so sigma *divides* the frequencies: sigma = 128 is a gentle ramp over the image, sigma = 1 about one period
+    per image. Computed in fp32 even under autocast: phases of learnt high frequencies reach many radians, and
+    bf16's 8-bit mantissa would leave them wrong by more than a radian. The next Linear casts as usual.
     """
 
     def __init__(self, in_dim: int, feature_dim: int, sigma: float):
         super().__init__()
         self.sigma = sigma
-        self.register_buffer("B", torch.randn(in_dim, feature_dim // 2) * sigma)
+        self.B = nn.Parameter(torch.randn(feature_dim // 2, in_dim) / sigma)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         with full_precision(coords.device.type):
-            proj = coords.float() @ self.B.float()  # (..., feature_dim / 2)
+            x = (coords.float() + 1) / 2  # [-1, 1] -> [0, 1]
+            proj = 2 * math.pi * (x @ self.B.float().t())  # (..., feature_dim / 2)
             return torch.cat([proj.sin(), proj.cos()], dim=-1)
 
 
@@ -79,17 +81,18 @@ class PreNorm(nn.Module):
         self.fn = fn
         self.norm_context = nn.LayerNorm(context_dim) if context_dim is not None else None
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         if self.norm_context is None:
-            return self.fn(self.norm(x))
-        return self.fn(self.norm(x), self.norm_context(context))
+            return self.fn(self.norm(x), **kwargs)
+        return self.fn(self.norm(x), self.norm_context(context), **kwargs)
 
 
 class Attention(nn.Module):
     """Multi-head cross-attention: queries (B, Q, query_dim) attend to context (B, M, context_dim).
 
-    Uses `scaled_dot_product_attention`, which on CUDA dispatches to flash / memory-efficient kernels that
-    keep no (B, heads, Q, M) attention matrix for backward. The memory predictor models that difference.
+    `bias` (B, Q, M), if given, is added to the attention logits (modulation_ca's spatial bias). Uses
+    `scaled_dot_product_attention`: on CUDA the flash kernel (no bias) or the memory-efficient kernel (with a
+    bias) keeps no (B, heads, Q, M) probability matrix for backward. The memory predictor models that.
     """
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, dim_head: int):
@@ -100,13 +103,14 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(context_dim, inner * 2, bias=False)
         self.to_out = nn.Linear(inner, query_dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         b, q, _ = x.shape
         m = context.shape[1]
         h = self.heads
         query = self.to_q(x).view(b, q, h, -1).transpose(1, 2)  # (B, h, Q, d)
         k, v = self.to_kv(context).view(b, m, 2, h, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, h, M, d)
-        out = F.scaled_dot_product_attention(query, k, v)  # (B, h, Q, d)
+        mask = None if bias is None else bias.unsqueeze(1).to(query.dtype)  # (B, 1, Q, M), shared by the heads
+        out = F.scaled_dot_product_attention(query, k, v, attn_mask=mask)  # (B, h, Q, d)
         return self.to_out(out.transpose(1, 2).reshape(b, q, -1))
 
 

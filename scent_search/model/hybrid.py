@@ -1,8 +1,10 @@
-"""MambaSCENTHybrid: LR image -> latents (encoder) -> Mamba processor -> SCENT decoder at query coords."""
+"""MambaSCENTHybrid: LR image -> patch + LP token sequence (encoder) -> BiMamba (processor) -> the LP tokens'
+outputs as latents -> SCENT decoder at query coords."""
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from torch import nn
 from scent_search.config import ModelConfig
 from scent_search.errors import ConfigError
 from scent_search.model.decoder import SCENTDecoder
-from scent_search.model.encoder import Encoder
+from scent_search.model.encoder import Encoder, Layout
 from scent_search.model.processor import Processor
 
 
@@ -20,6 +22,13 @@ def bicubic_at(lr: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     grid = coords.flip(-1).unsqueeze(1).to(lr.dtype)  # grid_sample wants (x, y): (B, 1, Q, 2)
     out = F.grid_sample(lr, grid, mode="bicubic", padding_mode="border", align_corners=False)  # (B, C, 1, Q)
     return out[:, :, 0].transpose(1, 2)
+
+
+class Latents(NamedTuple):
+    """The processor's outputs at the LP tokens, and where those tokens sit in the image."""
+
+    tokens: torch.Tensor  # (B, m, dim)
+    layout: Layout
 
 
 class MambaSCENTHybrid(nn.Module):
@@ -40,13 +49,15 @@ class MambaSCENTHybrid(nn.Module):
         self.decoder.checkpointing = enabled
         return self
 
-    def encode(self, lr: torch.Tensor) -> torch.Tensor:
-        """lr (B, 3, h, w) -> latents (B, num_lp_tokens, dim)."""
-        return self.processor(self.encoder(lr))
+    def encode(self, lr: torch.Tensor) -> Latents:
+        """lr (B, 3, h, w) -> the LP tokens' outputs (B, num_lp_tokens, dim) and their layout."""
+        seq, layout = self.encoder(lr)  # (B, N + m, dim)
+        seq = self.processor(seq)
+        return Latents(seq[:, layout.lp_index], layout)
 
-    def decode(self, latents: torch.Tensor, coords: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
-        """latents (B, M, dim), coords (B, Q, 2) -> rgb (B, Q, 3). `lr` is needed when residual_bicubic is on."""
-        rgb = self.decoder(latents, coords)
+    def decode(self, latents: Latents, coords: torch.Tensor, lr: torch.Tensor | None = None) -> torch.Tensor:
+        """latents from `encode`, coords (B, Q, 2) -> rgb (B, Q, 3). `lr` is needed when residual_bicubic is on."""
+        rgb = self.decoder(latents.tokens, latents.layout, coords)
         if self.cfg.residual_bicubic:
             rgb = rgb + bicubic_at(lr, coords).to(rgb.dtype)
         return rgb

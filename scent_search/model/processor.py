@@ -1,6 +1,10 @@
-"""Processor: pre-norm residual Mamba blocks over the latent sequence.
+"""Processor: a bidirectional Mamba (BiMamba) over the encoder's sequence of patch and LP tokens.
 
-The block keeps mamba-ssm's parameter names and shapes (`in_proj, conv1d, x_proj, dt_proj, A_log, D,
+Each of num_processor_layers pre-norm residual blocks runs one Mamba over the sequence and another over the
+reversed sequence, and merges the two with a Linear(2 dim -> dim), as in the researcher's BiMamba. The LP
+tokens' outputs are the latents.
+
+The Mamba block keeps mamba-ssm's parameter names and shapes (`in_proj, conv1d, x_proj, dt_proj, A_log, D,
 out_proj`), so state dicts load both ways. On CUDA with mamba-ssm importable, the forward runs mamba-ssm's
 fused `mamba_inner_fn` (what `mamba_ssm.Mamba.forward` runs when training); otherwise the pure-PyTorch path
 below, built on the vectorised `selective_scan`, which is tested against `selective_scan_ref`.
@@ -22,7 +26,7 @@ try:  # the one import guard for the CUDA fast path (the `cuda` extra)
 except Exception:  # ImportError, or a CUDA-less build failing at import time
     mamba_inner_fn = None
 
-D_STATE, D_CONV, EXPAND = 16, 4, 2  # DESIGN.md: d_state 16, d_conv 4, expand 2
+D_STATE, D_CONV, EXPAND = 16, 4, 2  # the researcher's Mamba: d_state 16, d_conv 4, expand 2
 SCAN_CHUNK = 8  # tokens per chunk of the vectorised scan
 
 
@@ -122,13 +126,30 @@ class Mamba(nn.Module):
         return self.out_proj(y * F.silu(z))
 
 
+class BiMamba(nn.Module):
+    """(B, L, d) -> (B, L, d): a forward scan and a scan of the reversed sequence, merged by a Linear.
+
+    The fused kernel path runs two `Mamba` calls, one per direction."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.forward_mamba = Mamba(d_model)
+        self.backward_mamba = Mamba(d_model)
+        self.proj = nn.Linear(2 * d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fwd = self.forward_mamba(x)  # (B, L, d): token t has seen tokens <= t
+        bwd = self.backward_mamba(x.flip(1)).flip(1)  # (B, L, d): token t has seen tokens >= t
+        return self.proj(torch.cat([fwd, bwd], dim=-1))
+
+
 class Processor(nn.Module):
-    """num_processor_layers pre-norm residual Mamba blocks over the latents (B, M, dim), then a LayerNorm."""
+    """num_processor_layers pre-norm residual BiMamba blocks over (B, L, dim), then a LayerNorm."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.dim) for _ in range(cfg.num_processor_layers))
-        self.layers = nn.ModuleList(Mamba(cfg.dim) for _ in range(cfg.num_processor_layers))
+        self.layers = nn.ModuleList(BiMamba(cfg.dim) for _ in range(cfg.num_processor_layers))
         self.norm_out = nn.LayerNorm(cfg.dim)
 
     def backend(self, device: torch.device | str) -> str:
@@ -136,6 +157,6 @@ class Processor(nn.Module):
         return "mamba_ssm" if torch.device(device).type == "cuda" and mamba_ssm_available() else "torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for norm, mamba in zip(self.norms, self.layers):
-            x = x + mamba(norm(x))
+        for norm, bimamba in zip(self.norms, self.layers):
+            x = x + bimamba(norm(x))
         return self.norm_out(x)

@@ -9,7 +9,7 @@ from scent_search.cli import cli
 
 TINY = ["--set", "dim=32", "--set", "num_lp_tokens=16", "--set", "feature_dim=16", "--set", "hidden_dim=32",
         "--set", "mult=2", "--set", "num_processor_layers=1", "--set", "num_decoder_layers=2",
-        "--set", "encoder_heads=2", "--set", "sigma_ls=[32, 8]", "--batch-size", "2", "--queries", "16",
+        "--set", "sigma_ls=[32, 8]", "--batch-size", "2", "--queries", "16",
         "--lr-size", "8"]
 
 
@@ -56,12 +56,15 @@ def test_seed_check_lists_every_claim_with_the_tools_figure():
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     claims = {c["claim"]: c for c in data["claims"]}
-    assert len(claims) == 17 and data["tolerance"] == 0.25
+    assert len(claims) == 18 and data["tolerance"] == 0.25 and data["backend"] == "mamba_ssm"
     assert claims["18 FeedForwards (decoder)"]["holds"] and not claims["10 FeedForwards (decoder)"]["holds"]
     # the two FeedForward figures contradict each other: at most one can hold
     assert not (claims["each FeedForward ~ 2 GB"]["holds"] and claims["each FeedForward ~ 536 MB"]["holds"])
     # sharing shrinks parameters, not activations: no 2x reduction
     assert not claims["solution-4 (sharing): 2x reduction"]["holds"]
+    # one decoder layer still runs hv_lins' two FeedForwards (the researcher's code)
+    one_layer = claims["solution-3 (1 decoder layer): no FeedForward left"]
+    assert one_layer["tool"] == 2 and not one_layer["holds"]
     table = CliRunner().invoke(cli, ["seed-check"])
     assert table.exit_code == 0 and "claims hold" in table.output
 

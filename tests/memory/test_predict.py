@@ -12,7 +12,7 @@ from scent_search.model import PRESETS, preset_config
 TINY_SHAPE = TargetShape(batch_size=4, queries=64, lr_size=8)
 # A small config with every part of the design, and a processor sequence of several scan chunks.
 SMALL = ModelConfig(dim=32, num_lp_tokens=32, feature_dim=16, hidden_dim=64, mult=2, num_processor_layers=2,
-                    num_decoder_layers=3, encoder_heads=2, sigma_ls=(32.0, 8.0))
+                    num_decoder_layers=3, sigma_ls=(32.0, 8.0))
 MID_SHAPE = TargetShape(batch_size=8, queries=512, lr_size=16)
 
 
@@ -98,13 +98,34 @@ def test_mamba_ssm_kernels_save_less_than_the_reference_scan():
     assert fused.breakdown["processor"] < torch_scan.breakdown["processor"] / 4
 
 
-def test_attention_keeps_no_query_by_latent_matrix():
-    """modulation_ca's memory must not grow like B*heads*Q*M (what a math-path SDPA would save)."""
+@pytest.mark.parametrize("bias, units", [("none", 1), ("raster", 2), ("grid", 3)])
+def test_attention_keeps_no_query_by_latent_probabilities(bias, units):
+    """modulation_ca's memory grows with the LP count M only by the bias it is given: (B, Q, M) for the raster
+    bias, twice that for the grid bias (its d^2 is kept for the strength's gradient). A math-path SDPA would add
+    the (B, heads, Q, M) probabilities on top; CUDA's flash / memory-efficient kernels keep none."""
     b, q = MID_SHAPE.batch_size, MID_SHAPE.queries
-    small = predict(SMALL.replace(num_lp_tokens=16), MID_SHAPE, "mamba_ssm").breakdown["modulation_ca"]
-    large = predict(SMALL.replace(num_lp_tokens=256), MID_SHAPE, "mamba_ssm").breakdown["modulation_ca"]
-    heads = SMALL.modulation_heads
-    assert large - small < b * heads * q * (256 - 16) * 4 / 4
+    unit = b * q * (256 - 16) * 4  # one (B, Q, dM) fp32 tensor, bytes
+
+    def growth(adj):
+        small, large = (predict(SMALL.replace(num_lp_tokens=m, spatial_bias=bias), MID_SHAPE, "mamba_ssm", adj)
+                        for m in (16, 256))
+        return (large.breakdown["modulation_ca"] - small.breakdown["modulation_ca"]) / unit
+
+    assert units - 1 < growth(Adjustments()) < units
+    if bias == "grid":  # the CPU's math path (what a plain fake run dispatches to) keeps the probabilities
+        assert growth(Adjustments(efficient_attention=False)) > units + SMALL.modulation_heads - 1
+
+
+def test_efficient_attention_stand_in_gives_gradients_of_the_right_shapes():
+    from scent_search.memory._cuda_model import CudaAttention
+
+    q, k, v = (torch.randn(2, 2, n, 8, requires_grad=True) for n in (10, 7, 7))
+    mask = torch.randn(2, 1, 10, 7, requires_grad=True)
+    with CudaAttention():
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert out.shape == (2, 2, 10, 8)
+    grads = torch.autograd.grad(out.sum(), (q, k, v, mask))
+    assert [g.shape for g in grads] == [q.shape, k.shape, v.shape, mask.shape]
 
 
 def test_feedforward_activation_figure():

@@ -3,7 +3,7 @@ import torch
 
 from scent_search.config import ModelConfig
 from scent_search.model import MambaSCENTHybrid, mamba_ssm_available, selective_scan, selective_scan_ref
-from scent_search.model.processor import SCAN_CHUNK, Mamba
+from scent_search.model.processor import SCAN_CHUNK, BiMamba, Mamba
 
 # The parameter names and shapes of mamba_ssm.Mamba(d_model, d_state=16, d_conv=4, expand=2) (mamba-ssm 2.x).
 def mamba_ssm_shapes(d_model: int) -> dict[str, tuple[int, ...]]:
@@ -68,7 +68,7 @@ def test_state_dict_of_a_mamba_ssm_layout_loads():
 
 
 def test_backend_is_reported():
-    model = MambaSCENTHybrid(ModelConfig(dim=32, num_lp_tokens=8, feature_dim=8, hidden_dim=16, encoder_heads=2,
+    model = MambaSCENTHybrid(ModelConfig(dim=32, num_lp_tokens=8, feature_dim=8, hidden_dim=16,
                                          num_processor_layers=1))
     assert model.processor_backend == "torch"  # parameters are on the CPU
     expected = "mamba_ssm" if mamba_ssm_available() else "torch"
@@ -77,9 +77,10 @@ def test_backend_is_reported():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (torch.cuda.is_available() and mamba_ssm_available()), reason="needs CUDA and mamba-ssm")
-def test_mamba_ssm_fast_path_matches_torch_path():
+@pytest.mark.parametrize("block_cls", [Mamba, BiMamba])
+def test_mamba_ssm_fast_path_matches_torch_path(block_cls):
     torch.manual_seed(0)
-    block = Mamba(64).cuda()
+    block = block_cls(64).cuda()
     x = torch.randn(2, 96, 64, device="cuda")
     fast = block(x)
     from scent_search.model import processor

@@ -43,7 +43,6 @@ dim = 16
 num_lp_tokens = 8
 feature_dim = 8
 num_processor_layers = 1
-encoder_heads = 2
 
 [space]
 hidden_dim = [16, 32, 64]

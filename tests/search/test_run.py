@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from scent_search.errors import ConfigError, StorageError
 from scent_search.search import prepare_run, run_study
-from scent_search.search.progress import TerminalReporter
+from scent_search.report import TerminalReporter
 
 
 def _run(spec_path, url, name, n, train, probe, **kw):

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from scent_search.search import count_trials, prepare_run, run_study
-from scent_search.search.progress import TerminalReporter
+from scent_search.report import TerminalReporter
 
 from tests.search.conftest import FakeProbe, FakeTrain, write_spec
 

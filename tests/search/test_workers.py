@@ -132,6 +132,7 @@ def test_ctrl_c_marks_the_running_trial_failed(tmp_path, sqlite_url, study_name)
             proc.kill()
     assert proc.returncode == 130, output
     assert "Interrupted" in output and "Traceback" not in output
+    assert "retried or replaced when the study resumes" in output
     study = optuna.load_study(study_name=study_name, storage=sqlite_url)
     t = study.trials[running.number]
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"

@@ -58,7 +58,7 @@ def echo_json(data: Any) -> None:
 # ---- memory commands: profile, seed-check --------------------------------------------------------
 
 
-def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+def _parse_set(items: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     """`KEY=VALUE` pairs; VALUE is a TOML/JSON literal (`512`, `true`, `[128, 32]`), else a plain string."""
     import tomllib
 
@@ -66,7 +66,7 @@ def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
+            raise ConfigError(flag, f"expected KEY=VALUE, got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -223,9 +223,12 @@ def _device_arg(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--memory-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
               help="Peak-memory budget in GiB (default: the spec's budget_gib).")
 @click.option("--seed", type=int, default=None, help="Sampler seed (default: the spec's seed).")
+@click.option("--space", "space", multiple=True, metavar="KNOB=CHOICES",
+              help="Search these choices of a knob instead of the spec's [space] ones, e.g. "
+                   "--space 'hidden_dim=[64, 128]' --space 'precision=[\"fp32\", \"bf16\"]'.")
 def run(spec_file: str | None, storage: str | None, study_name: str | None, n_trials: int | None,
         timeout: float | None, device: str | None, workers: int, memory_budget: float | None,
-        seed: int | None) -> None:
+        seed: int | None, space: tuple[str, ...]) -> None:
     """Run (or resume) the study of STUDY.toml until it has --n-trials finished trials.
 
     Each trial gets its peak memory first (measured on CUDA, predicted otherwise); configs over the
@@ -237,13 +240,15 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
     \b
     Example:
       scent-search run                                   # the default study, a few minutes on a CPU
+      scent-search run --space 'hidden_dim=[16, 32]' --study-name narrow
       scent-search run studies/seed-40gb.toml --storage postgresql+psycopg://me@db/scent --workers 4
     """
     from scent_search.report import DashboardArtifactsCallback, TerminalReporter
     from scent_search.search import prepare_run, run_study
 
     plan = prepare_run(spec_file, storage=storage, study_name=study_name, n_trials=n_trials, timeout=timeout,
-                       device=device, workers=workers, memory_budget=memory_budget, seed=seed)
+                       device=device, workers=workers, memory_budget=memory_budget, seed=seed,
+                       space=_parse_set(space, "--space"))
     outcome = run_study(plan, TerminalReporter(), after_trial=DashboardArtifactsCallback())
     if outcome.errors:
         raise click.ClickException("; ".join(outcome.errors))

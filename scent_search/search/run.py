@@ -24,7 +24,7 @@ import optuna
 from scent_search.data import load_data
 from scent_search.errors import ConfigError
 from scent_search.records import TrialRecord, safe_url, storage_errors
-from scent_search.search.spec import StudySpec, load_spec
+from scent_search.search.spec import SearchSpace, StudySpec, load_spec
 from scent_search.search.storage import open_storage, resolve_url
 from scent_search.search.study import Interrupted, count_trials, open_study
 from scent_search.search.workers import (AfterTrial, Pool, WorkerJob, cpu_threads, device_kind, quiet_optuna,
@@ -107,17 +107,23 @@ class RunOutcome:
 def prepare_run(spec_path: str | Path | None = None, *, storage: str | None = None, study_name: str | None = None,
                 n_trials: int | None = None, timeout: float | None = None, device: str | None = None,
                 workers: int = 1, memory_budget: float | None = None, seed: int | None = None,
-                spec: StudySpec | None = None) -> RunPlan:
-    """Load the spec (default: studies/default.toml, else the packaged copy), apply CLI overrides, check
-    the sampler, pruner, devices, workers and data, then open the storage and create or check the study."""
+                space: dict[str, Any] | None = None, spec: StudySpec | None = None) -> RunPlan:
+    """Load the spec (default: studies/default.toml, else the packaged copy), apply CLI overrides (`space`:
+    knob -> choices, replacing the spec's), check the sampler, pruner, devices, workers and data, then open
+    the storage and create or check the study."""
     quiet_optuna()
     if spec is None:
         spec = load_spec(spec_path or default_spec_path())
     overrides = {key: value for key, value in (("name", study_name), ("n_trials", n_trials), ("device", device),
                                                ("budget_gib", memory_budget), ("seed", seed)) if value is not None}
     try:
+        if space:
+            overrides["space"] = SearchSpace.from_dict({**spec.space.to_dict(), **space}, prefix="")
         spec = dataclasses.replace(spec, **overrides)
     except ConfigError as e:
+        knob = e.key.removeprefix("space.")
+        if space and knob in space:
+            raise ConfigError("--space", f"{knob}: {e.message}") from e
         raise ConfigError(_FLAGS.get(e.key, e.key), e.message) from e
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout", f"must be > 0 seconds, got {timeout}")

@@ -75,9 +75,9 @@ class SearchSpace:
         for key, value in data.items():
             if key not in KNOBS:
                 raise ConfigError(prefix + key, f"unknown key (known: {', '.join(sorted(KNOBS))})", source)
-            annotation = tuple[KNOBS[key].choice, ...] | None  # None: to_dict's "not searched"
-            if not check_type(value, annotation):
-                raise ConfigError(prefix + key, f"expected {type_name(annotation)}, got {value!r}", source)
+            choice = KNOBS[key].choice
+            if not check_type(value, tuple[choice, ...] | None):  # None: to_dict's "not searched"
+                raise ConfigError(prefix + key, f"expected a list of {type_name(choice)}, got {value!r}", source)
         try:
             return cls(dict(data))
         except ConfigError as e:

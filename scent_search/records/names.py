@@ -21,6 +21,10 @@ CONSTRAINT_NAME = "peak_memory"  # peak_gib - budget_gib
 LEGACY_CONSTRAINTS_KEY = "constraints"
 CONSTRAINT_PREFIX = LEGACY_CONSTRAINTS_KEY + ":"
 
+# Study user attrs: the spec the study was made from (StudySpec.to_dict(), password masked) and the device
+# kind of the run that made it.
+SPEC_ATTR, DEVICE_ATTR = "spec", "device"
+
 # A trial's status in every view. Every finished trial has exactly one; running ones are not plotted.
 FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING = "feasible", "infeasible", "pruned", "failed", "running"
 STATUSES = (FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING)

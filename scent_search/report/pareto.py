@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from scent_search.records import FEASIBLE, STATUSES, TrialRecord, finite, param_order
+from scent_search.records import DEVICE_ATTR, FEASIBLE, SPEC_ATTR, STATUSES, TrialRecord, finite, param_order
 
 # Columns after the knobs, shared by the HTML table and the CSV/JSON export.
 VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", "bicubic_psnr", "steps_per_s", "n_params")
@@ -130,10 +130,10 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
     """The study's header facts and trial records (`trials`: already read ones, to read them once)."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     attrs = study.user_attrs
-    spec = attrs.get("spec") if isinstance(attrs.get("spec"), Mapping) else {}
+    spec = attrs.get(SPEC_ATTR) if isinstance(attrs.get(SPEC_ATTR), Mapping) else {}
     records = records_of(trials)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
-    device = attrs.get("device")
+    device = attrs.get(DEVICE_ATTR)
     return StudySummary(
         name=study.study_name,
         budget_gib=_budget(spec, records),

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scent_search import compat
 from scent_search.errors import ConfigError, TrainingFailed
-from scent_search.records import ERROR, INTERRUPTED, TrialRecord, safe_url, storage_errors
+from scent_search.records import DEVICE_ATTR, ERROR, INTERRUPTED, SPEC_ATTR, TrialRecord, safe_url, storage_errors
 from scent_search.search.spec import StudySpec
 from scent_search.search.storage import slot_lock
 
@@ -63,7 +63,7 @@ def _first_difference(stored: Any, new: Any, key: str) -> str | None:
 
 def check_resumable(study: optuna.Study, spec: StudySpec) -> None:
     """Refuse to add trials to a study made from a different budget, shape, training, model or space."""
-    stored = study.user_attrs.get("spec")
+    stored = study.user_attrs.get(SPEC_ATTR)
     if not isinstance(stored, dict):
         return
     new = spec.to_dict()
@@ -95,11 +95,11 @@ def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | No
                               "(made by another tool?)", spec.source)
         if check:
             check_resumable(study, spec)
-        if "spec" not in study.user_attrs:
+        if SPEC_ATTR not in study.user_attrs:
             stored = spec.to_dict()
             stored["storage"] = safe_url(url)  # the dashboard shows study attrs: never a password
-            study.set_user_attr("spec", stored)
-            study.set_user_attr("device", device_kind)
+            study.set_user_attr(SPEC_ATTR, stored)
+            study.set_user_attr(DEVICE_ATTR, device_kind)
     return study
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from scent_search.errors import ScentError
+from scent_search.errors import ConfigError, ScentError
+from scent_search.records import DEFAULT_STORAGE, GIB, gib
 
 
 class _Group(click.Group):
@@ -46,7 +48,7 @@ def json_option(f: Callable) -> Callable:
 def storage_option(f: Callable) -> Callable:
     """Shared `--storage URL` option (any SQLAlchemy URL; default: the default study's SQLite file)."""
     return click.option("--storage", metavar="URL", default=None,
-                        help="SQLAlchemy URL of the study storage (default: sqlite:///studies/default.db).")(f)
+                        help=f"SQLAlchemy URL of the study storage (default: {DEFAULT_STORAGE}).")(f)
 
 
 def echo_json(data: Any) -> None:
@@ -56,17 +58,15 @@ def echo_json(data: Any) -> None:
 # ---- memory commands: profile, seed-check --------------------------------------------------------
 
 
-def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+def _parse_set(items: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     """`KEY=VALUE` pairs; VALUE is a TOML/JSON literal (`512`, `true`, `[128, 32]`), else a plain string."""
     import tomllib
-
-    from scent_search.errors import ConfigError
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
+            raise ConfigError(flag, f"expected KEY=VALUE, got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -79,8 +79,6 @@ def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _profile_table(prof: Any, margin: float, extra: dict[str, Any]) -> str:
-    from scent_search.memory import gib
-
     lines = [f"{'component':<22}{'GiB':>10}"]
     for k, v in prof.breakdown.items():
         lines.append(f"{k:<22}{gib(v):>10.3f}")
@@ -132,7 +130,6 @@ def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, l
     """
     from scent_search import memory
     from scent_search.config import ModelConfig, TargetShape, from_mapping
-    from scent_search.errors import ConfigError
     from scent_search.model import preset_config
 
     base = preset_config(preset).to_dict()
@@ -147,7 +144,7 @@ def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, l
     margin = cache.calibration_margin() if cache else memory.DEFAULT_MARGIN
     extra: dict[str, Any] = {}
     if max_batch:
-        best, prof = memory.max_batch_size(cfg, shape, int(budget * 2 ** 30), margin, backend=backend)
+        best, prof = memory.max_batch_size(cfg, shape, int(budget * GIB), margin, backend=backend)
         extra = {"max_batch_size": best, "budget_gib": budget}
         if prof is None:
             raise ConfigError("--budget", f"not even batch size 1 fits {budget} GiB")
@@ -161,11 +158,11 @@ def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, l
         pred = cache.get_or_profile(cfg, shape, device="predict", backend=prof.backend)
         cache.record_calibration(pred, prof)
         margin = cache.calibration_margin()
-        extra.update(predicted_gib=round(memory.gib(pred.peak_allocated_bytes), 3),
+        extra.update(predicted_gib=round(gib(pred.peak_allocated_bytes), 3),
                      ratio_measured_over_predicted=round(prof.peak_allocated_bytes / pred.peak_allocated_bytes, 4),
                      calibration_margin=round(margin, 4))
     if budget is not None and not max_batch:
-        extra["fits_budget"] = prof.constraint_bytes(margin) <= budget * 2 ** 30
+        extra["fits_budget"] = prof.constraint_bytes(margin) <= budget * GIB
     if as_json:
         echo_json({"profile": prof.to_dict(), "margin": margin,
                    "constraint_bytes": prof.constraint_bytes(margin), **extra})
@@ -204,14 +201,6 @@ def seed_check(backend: str, as_json: bool) -> None:
 # ---- search commands: run, studies, best ---------------------------------------------------------
 
 
-def _device_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    import re
-
-    if value is not None and not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
-        raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
-    return value
-
-
 @cli.command()
 @click.argument("spec_file", metavar="[STUDY.toml]", required=False,
                 type=click.Path(exists=True, dir_okay=False, readable=True))
@@ -221,16 +210,19 @@ def _device_arg(ctx: click.Context, param: click.Parameter, value: str | None) -
               help="The study's total number of finished trials (not 'N more'); default: the spec's n_trials.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SEC",
               help="Start no new trial after SEC seconds of this run.")
-@click.option("--device", default=None, callback=_device_arg, metavar="auto|cpu|cuda|cuda:N",
+@click.option("--device", default=None, metavar="auto|cpu|cuda|cuda:N",
               help="Where trials train (and, on CUDA, where peaks are measured). Default: the spec's (auto).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine (one per GPU). Several need PostgreSQL storage.")
 @click.option("--memory-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
               help="Peak-memory budget in GiB (default: the spec's budget_gib).")
 @click.option("--seed", type=int, default=None, help="Sampler seed (default: the spec's seed).")
+@click.option("--space", "space", multiple=True, metavar="KNOB=CHOICES",
+              help="Search these choices of a knob instead of the spec's [space] ones, e.g. "
+                   "--space 'hidden_dim=[64, 128]' --space 'precision=[\"fp32\", \"bf16\"]'.")
 def run(spec_file: str | None, storage: str | None, study_name: str | None, n_trials: int | None,
         timeout: float | None, device: str | None, workers: int, memory_budget: float | None,
-        seed: int | None) -> None:
+        seed: int | None, space: tuple[str, ...]) -> None:
     """Run (or resume) the study of STUDY.toml until it has --n-trials finished trials.
 
     Each trial gets its peak memory first (measured on CUDA, predicted otherwise); configs over the
@@ -242,13 +234,16 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
     \b
     Example:
       scent-search run                                   # the default study, a few minutes on a CPU
+      scent-search run --space 'hidden_dim=[16, 32]' --study-name narrow
       scent-search run studies/seed-40gb.toml --storage postgresql+psycopg://me@db/scent --workers 4
     """
+    from scent_search.report import DashboardArtifactsCallback, TerminalReporter
     from scent_search.search import prepare_run, run_study
 
     plan = prepare_run(spec_file, storage=storage, study_name=study_name, n_trials=n_trials, timeout=timeout,
-                       device=device, workers=workers, memory_budget=memory_budget, seed=seed)
-    outcome = run_study(plan)
+                       device=device, workers=workers, memory_budget=memory_budget, seed=seed,
+                       space=_parse_set(space, "--space"))
+    outcome = run_study(plan, TerminalReporter(), after_trial=DashboardArtifactsCallback())
     if outcome.errors:
         raise click.ClickException("; ".join(outcome.errors))
     if outcome.interrupted:
@@ -265,8 +260,7 @@ def studies(storage: str | None, as_json: bool) -> None:
     Example:
       scent-search studies --storage sqlite:///studies/default.db --json
     """
-    from scent_search.search import list_studies
-    from scent_search.search.storage import DEFAULT_STORAGE
+    from scent_search.report import list_studies
 
     rows = list_studies(storage or DEFAULT_STORAGE)
     if as_json:
@@ -296,25 +290,37 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
     Example:
       scent-search best default --storage sqlite:///studies/default.db --json
     """
-    from scent_search.search import best_of
-    from scent_search.search.storage import DEFAULT_STORAGE
+    from scent_search.report import best_of
 
     data = best_of(storage or DEFAULT_STORAGE, study)
     if as_json:
         echo_json(data)
         return
     b = data["best"]
+    budget = f"{data['budget_gib']:g} GiB" if data["budget_gib"] is not None else "an unknown budget"
     if b is None:
-        click.echo(f"{study}: no feasible completed trial yet (budget {data['budget_gib']} GiB)")
+        click.echo(f"{study}: no feasible completed trial yet (budget: {budget})")
         return
-    click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {b['bicubic_psnr']:.2f} dB)  "
-               f"peak {b['peak_gib']:.3f} GiB ({b['peak_source']}) of {data['budget_gib']:g} GiB")
+    bicubic = f"{b['bicubic_psnr']:.2f} dB" if b["bicubic_psnr"] is not None else "?"
+    peak = f"{b['peak_gib']:.3f} GiB" if b["peak_gib"] is not None else "? GiB"
+    click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {bicubic})  "
+               f"peak {peak} ({b['peak_source']}) of {budget}")
     for k, v in b["params"].items():
         click.echo(f"  {k:<20s} {v}")
     if data.get("model_config"):
         click.echo("  model config: " + json.dumps(data["model_config"]))
 
 # ---- report commands: report, dashboard ----------------------------------------------------------
+
+
+def _check_output(flag: str, path: str | None) -> None:
+    """Refuse an output file whose folder does not exist or is a file (before anything is written)."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ConfigError(flag, f"cannot write {path!r}: its folder {str(folder)!r} {what}")
 
 
 @cli.command()
@@ -334,8 +340,12 @@ def report(study: str, storage: str | None, out: str, csv_path: str | None, json
       scent-search report default --out report.html --csv trials.csv --json trials.json
     """
     from scent_search import report as rep
+    from scent_search.records import load_study, open_existing
 
-    loaded = rep.load_study(rep.open_storage(storage), study)
+    for flag, path in (("--out", out), ("--csv", csv_path), ("--json", json_path)):
+        _check_output(flag, path)
+    url = storage or DEFAULT_STORAGE
+    loaded = load_study(open_existing(url), study, url)
     rep.write_report(loaded, out)
     summary = rep.summarize(loaded)
     if csv_path:
@@ -360,8 +370,9 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
       scent-search dashboard --storage sqlite:///studies/default.db --port 8080
     """
     from scent_search import report as rep
+    from scent_search.records import open_existing
 
-    opened = rep.open_storage(storage)
+    opened = open_existing(storage)
     names = rep.attach_all(opened)
     click.echo(f"optuna-dashboard on http://{host}:{port}/dashboard ({len(names)} studies: {', '.join(names)})")
     rep.serve(opened, host=host, port=port)

@@ -6,12 +6,20 @@ class ScentError(Exception):
 
 
 class ConfigError(ScentError, ValueError):
-    """A config, spec or CLI value is invalid. The message names the key (and file) at fault."""
+    """A config, spec or CLI value is invalid. The message names the key (and file) at fault.
+
+    `key`, `message` and `source` are kept apart, so a caller one level up re-keys the error with `at`
+    instead of parsing its text.
+    """
 
     def __init__(self, key: str, message: str, source: str | None = None):
-        self.key, self.source = key, source
+        self.key, self.message, self.source = key, message, source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")
+
+    def at(self, key: str | None = None, *, prefix: str = "", source: str | None = None) -> "ConfigError":
+        """The same message about `prefix + key` (default: this key) in `source` (default: this source)."""
+        return ConfigError(prefix + (self.key if key is None else key), self.message, source or self.source)
 
 
 class DataError(ScentError):

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scent_search.report.pareto import StudySummary, columns, param_names
+from scent_search.report.pareto import StudySummary, columns, param_names, row
 
 
 def table(summary: StudySummary) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, rows) of all trials, by trial number."""
     knobs = param_names(summary.records)
-    return columns(summary.records), [r.row(knobs) for r in sorted(summary.records, key=lambda r: r.number)]
+    return columns(summary.records), [row(r, knobs) for r in sorted(summary.records, key=lambda r: r.number)]
 
 
 def to_json_data(summary: StudySummary) -> dict[str, Any]:

@@ -18,13 +18,13 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from scent_search.report.pareto import (COMPONENTS, FAILED, FEASIBLE, INFEASIBLE, PRUNED, StudySummary,
-                                        TrialRecord, pareto_records, record_of)
+from scent_search.records import BREAKDOWN_KEYS, FAILED, FEASIBLE, INFEASIBLE, PRUNED, TrialRecord
+from scent_search.report.pareto import StudySummary, pareto_records
 
 TEMPLATE = "plotly_white"
 
 # One colour per breakdown component (plotly's 10-colour cycle would repeat the first for "other").
-COMPONENT_COLOURS = dict(zip(COMPONENTS, ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3",
+COMPONENT_COLOURS = dict(zip(BREAKDOWN_KEYS, ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3",
                                           "#ff6692", "#b6e880", "#ff97ff", "#fecb52", "#8c8c8c")))
 
 # Trace name, marker symbol, colour for each group of the Pareto plot. Every plotted trial is in one group.
@@ -124,14 +124,15 @@ def pareto_figure(summary: StudySummary) -> go.Figure:
 
 def breakdown_figure(summary: StudySummary) -> go.Figure:
     """Per-component peak memory (GiB) of the Pareto trials, stacked, in increasing peak."""
-    trials = [r for r in pareto_records(summary.records) if r.breakdown]
-    labels = [f"#{r.number}" for r in trials]
+    trials = [(r, r.breakdown_gib) for r in pareto_records(summary.records)]
+    trials = [(r, b) for r, b in trials if b]
+    labels = [f"#{r.number}" for r, _ in trials]
     fig = go.Figure()
-    names = list(COMPONENTS) + sorted({k for r in trials for k in r.breakdown} - set(COMPONENTS))
+    names = list(BREAKDOWN_KEYS) + sorted({k for _, b in trials for k in b} - set(BREAKDOWN_KEYS))
     for name in names:
-        if not any(name in r.breakdown for r in trials):
+        if not any(name in b for _, b in trials):
             continue
-        fig.add_trace(go.Bar(name=html.escape(name), x=labels, y=[r.breakdown.get(name, 0.0) for r in trials],
+        fig.add_trace(go.Bar(name=html.escape(name), x=labels, y=[b.get(name, 0.0) for _, b in trials],
                              marker_color=COMPONENT_COLOURS.get(name),
                              hovertemplate="%{x}: %{y:.3f} GiB<extra>" + html.escape(name) + "</extra>"))
     if summary.budget_gib is not None and trials:
@@ -178,7 +179,7 @@ def param_importances(trials: Sequence[FrozenTrial]) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float] | str] = {}
     for name, (sign, value_of) in IMPORTANCE_TARGETS.items():
         what = name.split(" (")[0]
-        samples = [(t, v) for t in finished if (v := value_of(record_of(t))) is not None]
+        samples = [(t, v) for t in finished if (v := value_of(TrialRecord.from_trial(t))) is not None]
         if len(samples) < 2:
             out[name] = f"Not enough trials with a {what} value ({len(samples)}; needs 2)."
             continue
@@ -265,11 +266,12 @@ def record_note(r: TrialRecord, budget_gib: float | None) -> str:
     lines.append(f"- PSNR: {_fmt(r.psnr, ' dB')}, bicubic: {_fmt(r.bicubic_psnr, ' dB')}")
     if r.fail_reason:
         lines.append(f"- fail reason: `{r.fail_reason}`")
-    if r.breakdown:
-        total = sum(r.breakdown.values())
+    breakdown = r.breakdown_gib
+    if breakdown:
+        total = sum(breakdown.values())
         lines += ["", "| component | GiB | share |", "|---|---:|---:|"]
         lines += [f"| {k} | {v:.3f} | {100 * v / total:.1f}% |" if total > 0 else f"| {k} | {v:.3f} | – |"
-                  for k, v in r.breakdown.items()]
+                  for k, v in breakdown.items()]
         lines.append(f"| **total** | **{total:.3f}** | |")
     else:
         lines += ["", "No memory breakdown recorded."]

@@ -16,7 +16,8 @@ import plotly.offline
 
 from scent_search.report import figures
 from scent_search.report.export import table
-from scent_search.report.pareto import FEASIBLE, INFEASIBLE, RUNNING, StudySummary, summarize
+from scent_search.records import FEASIBLE, INFEASIBLE, RUNNING
+from scent_search.report.pareto import StudySummary, summarize
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px;

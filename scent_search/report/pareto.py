@@ -1,163 +1,34 @@
-"""Trial records and the Pareto front of PSNR (maximise) against peak memory (minimise).
+"""The Pareto front of PSNR (maximise) against peak memory (minimise), and a study's summary.
 
-A `TrialRecord` is the flat view of one Optuna trial that every report output shares: the HTML table,
-the figures, the CSV/JSON export and the dashboard notes. It reads the user attrs that `search/` writes
-(docs/internals.md, "Trial records") and tolerates the ones that are missing, because a study is read
-while it runs and older studies may lack newer attrs.
+Every report output (HTML table, figures, CSV/JSON export, dashboard notes, `studies` / `best`, the end of
+`run`) reads trials as `records.TrialRecord`s, with `pareto` set here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-# The memory breakdown's components, in the order the figures stack them (DESIGN.md section 4).
-COMPONENTS = ("encoder", "processor", "modulation_ca", "bandwidth_lins", "modulation_lins", "hv_lins",
-              "skips", "parameters", "gradients", "optimizer_state", "other")
-
-# A trial's status in the report. Every finished trial has exactly one; running ones are not plotted.
-FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING = "feasible", "infeasible", "pruned", "failed", "running"
-STATUSES = (FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING)
-
-GIB = 2**30  # bytes per GiB: the unit of peak_gib and budget_gib
+from scent_search.records import DEVICE_ATTR, FEASIBLE, SPEC_ATTR, STATUSES, TrialRecord, finite, param_order
 
 # Columns after the knobs, shared by the HTML table and the CSV/JSON export.
 VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", "bicubic_psnr", "steps_per_s", "n_params")
 LEAD_COLUMNS = ("trial", "status", "pareto")
 
 
-def _finite(x: Any) -> float | None:
-    """A float, or None for missing / non-numeric / NaN / inf (JSON and CSV get null, not NaN)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial as the report sees it. PSNR in dB, memory in GiB."""
-
-    number: int
-    state: str  # Optuna's state name: COMPLETE, PRUNED, FAIL, RUNNING, WAITING
-    status: str  # one of STATUSES
-    params: Mapping[str, Any]
-    peak_gib: float | None
-    peak_source: str | None  # "measured" | "predicted"
-    psnr: float | None  # final PSNR; for pruned trials the last reported one
-    bicubic_psnr: float | None
-    steps_per_s: float | None
-    n_params: int | None
-    constraints: Mapping[str, float]
-    breakdown: Mapping[str, float] = field(default_factory=dict)  # component -> GiB
-    fail_reason: str | None = None
-    duplicate_of: int | None = None  # a re-suggested config whose results were copied from this trial
-    pareto: bool = False
-
-    @property
-    def plottable(self) -> bool:
-        """On the PSNR-vs-memory plot: finished and with a peak to place it on the memory axis."""
-        return self.status != RUNNING and self.peak_gib is not None
-
-    def row(self, param_names: Sequence[str]) -> dict[str, Any]:
-        """The export/table row: LEAD_COLUMNS, then one column per knob, then VALUE_COLUMNS."""
-        out: dict[str, Any] = {"trial": self.number, "status": self.status, "pareto": self.pareto}
-        for name in param_names:
-            out[name] = self.params.get(name)
-        for name in VALUE_COLUMNS:
-            out[name] = getattr(self, name)
-        return out
-
-
-def constraint_values(trial: FrozenTrial) -> dict[str, float]:
-    """Constraint name -> value. Optuna 5's `constraints:<key>` attrs when there are any; else the legacy
-    `constraints` list (keys "0", "1", ...), which is only a mirror of them for optuna-dashboard."""
-    merged = trial.constraints  # Optuna merges both forms
-    keyed = {k: v for k, v in merged.items() if f"constraints:{k}" in trial.system_attrs}
-    return keyed or dict(merged)
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    """Feasible iff every constraint value is <= 0 (`constraints:<key>` attrs or the legacy list).
-
-    A trial without any constraint value falls back to its `feasible` user attr, and counts as feasible
-    when that is missing too (an unconstrained study).
-    """
-    values = list(constraint_values(trial).values())
-    if values:
-        return all(v <= 0 for v in values)
-    return bool(trial.user_attrs.get("feasible", True))
-
-
-def _single_value(trial: FrozenTrial) -> float | None:
-    values = trial.values
-    return _finite(values[0]) if values is not None and len(values) == 1 else None
-
-
-def _status(trial: FrozenTrial, feasible: bool) -> str:
-    if trial.state == TrialState.PRUNED:
-        return PRUNED
-    if trial.state == TrialState.FAIL:
-        return FAILED
-    if trial.state != TrialState.COMPLETE:
-        return RUNNING
-    if not feasible:
-        return INFEASIBLE
-    # A feasible trial whose training ended early (OOM, NaN) but that was still completed.
-    if trial.user_attrs.get("fail_reason") and _finite(trial.user_attrs.get("psnr")) is None:
-        return FAILED
-    return FEASIBLE
-
-
-def _psnr(trial: FrozenTrial, status: str) -> float | None:
-    attr = _finite(trial.user_attrs.get("psnr"))
-    if attr is not None:
-        return attr
-    if status == FEASIBLE:
-        return _single_value(trial)
-    if status == PRUNED and trial.intermediate_values:
-        return _finite(trial.intermediate_values[max(trial.intermediate_values)])
-    return None  # infeasible trials are not trained: their objective value (if any) is no PSNR
-
-
-def _breakdown_gib(raw: Any) -> dict[str, float]:
-    """User attr `breakdown` (component -> bytes) in GiB, in COMPONENTS order, unknown names last."""
-    if not isinstance(raw, Mapping):
-        return {}
-    names = [c for c in COMPONENTS if c in raw] + sorted(k for k in raw if k not in COMPONENTS)
-    out = {}
-    for name in names:
-        b = _finite(raw[name])
-        if b is not None:
-            out[str(name)] = b / GIB
+def row(r: TrialRecord, param_names: Sequence[str]) -> dict[str, Any]:
+    """The export/table row of a trial: LEAD_COLUMNS, then one column per knob, then VALUE_COLUMNS."""
+    out: dict[str, Any] = {"trial": r.number, "status": r.status, "pareto": r.pareto}
+    for name in param_names:
+        out[name] = r.params.get(name)
+    for name in VALUE_COLUMNS:
+        out[name] = getattr(r, name)
     return out
-
-
-def record_of(trial: FrozenTrial) -> TrialRecord:
-    ua = trial.user_attrs
-    status = _status(trial, is_feasible(trial))
-    n_params = _finite(ua.get("n_params"))
-    return TrialRecord(
-        number=trial.number,
-        state=trial.state.name,
-        status=status,
-        params=dict(trial.params),
-        peak_gib=_finite(ua.get("peak_gib")),
-        peak_source=ua.get("peak_source") if isinstance(ua.get("peak_source"), str) else None,
-        psnr=_psnr(trial, status),
-        bicubic_psnr=_finite(ua.get("bicubic_psnr")),
-        steps_per_s=_finite(ua.get("steps_per_s")),
-        n_params=int(n_params) if n_params is not None else None,
-        constraints=constraint_values(trial),
-        breakdown=_breakdown_gib(ua.get("breakdown")),
-        fail_reason=str(ua["fail_reason"]) if ua.get("fail_reason") else None,
-        duplicate_of=ua.get("duplicate_of") if isinstance(ua.get("duplicate_of"), int) else None,
-    )
 
 
 def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -192,7 +63,7 @@ def records_of(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
     A repeat of an already trained config (`duplicate_of`) is the same point as its original, which alone
     stands for it on the front.
     """
-    records = [record_of(t) for t in trials]
+    records = [TrialRecord.from_trial(t) for t in trials]
     candidates = [i for i, r in enumerate(records) if r.status == FEASIBLE and r.psnr is not None
                   and r.peak_gib is not None and r.duplicate_of is None]
     member = non_dominated([(records[i].psnr, records[i].peak_gib) for i in candidates])
@@ -203,12 +74,12 @@ def records_of(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
 
 
 def param_names(records: Sequence[TrialRecord]) -> list[str]:
-    """Knob names in first-seen order across the trials (the search space's order)."""
+    """The trials' knob names in the registry's order (records.KNOBS), other params after them."""
     names: dict[str, None] = {}
     for r in records:
         for k in r.params:
             names.setdefault(k, None)
-    return list(names)
+    return param_order(list(names))
 
 
 def columns(records: Sequence[TrialRecord]) -> list[str]:
@@ -248,10 +119,10 @@ def _target_shape(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: spec[k] for k in _SHAPE_KEYS if k in spec}
 
 
-def _budget(spec: Mapping[str, Any], records: Sequence[FrozenTrial]) -> float | None:
-    budget = _finite(spec.get("budget_gib"))
+def _budget(spec: Mapping[str, Any], records: Sequence[TrialRecord]) -> float | None:
+    budget = finite(spec.get("budget_gib"))
     if budget is None:  # older studies: every trial carries the budget too
-        budget = next((b for t in records if (b := _finite(t.user_attrs.get("budget_gib"))) is not None), None)
+        budget = next((r.budget_gib for r in records if r.budget_gib is not None), None)
     return budget
 
 
@@ -259,13 +130,13 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
     """The study's header facts and trial records (`trials`: already read ones, to read them once)."""
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     attrs = study.user_attrs
-    spec = attrs.get("spec") if isinstance(attrs.get("spec"), Mapping) else {}
+    spec = attrs.get(SPEC_ATTR) if isinstance(attrs.get(SPEC_ATTR), Mapping) else {}
     records = records_of(trials)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
-    device = attrs.get("device")
+    device = attrs.get(DEVICE_ATTR)
     return StudySummary(
         name=study.study_name,
-        budget_gib=_budget(spec, trials),
+        budget_gib=_budget(spec, records),
         target_shape=_target_shape(spec),
         device=str(device) if device is not None else None,
         counts=counts,

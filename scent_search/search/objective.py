@@ -2,8 +2,8 @@
 
 1. suggest a config;
 2. get its peak memory at the target shape (profile cache: measured on CUDA, else predicted);
-3. `set_constraint("peak_memory", peak_gib - budget_gib)` before anything can fail, plus the peak in
-   user attrs and the legacy `constraints` list optuna-dashboard 0.21 reads;
+3. `set_constraint("peak_memory", peak_gib - budget_gib)` before anything can fail, with the legacy
+   `constraints` list optuna-dashboard 0.21 reads (`records.set_constraint`), then the peak's record;
 4. infeasible: no training. The trial COMPLETEs, infeasible, with the bicubic PSNR of the validation
    crops as its value (the floor an untrained model is worth; Optuna needs a finite float, and the
    constraint, not this value, is what marks it infeasible to TPE, `best_trial` and the report);
@@ -12,6 +12,8 @@
    copied, with user attr `duplicate_of` (training is deterministic per config).
 6. OOM / NaN in training: user attr `fail_reason`, then `TrainingFailed` propagates and the runner
    marks the trial FAIL; the study goes on.
+
+Every user attr is written as a (partial) `records.TrialRecord`: its fields are the attrs' one definition.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from typing import Any, Callable
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from scent_search.config import StudySpec, TrainConfig
-from scent_search.errors import NonFiniteLoss, TrainingFailed
+from scent_search.config import TrainConfig
+from scent_search.errors import NonFiniteLoss, OutOfMemory, TrainingFailed
+from scent_search.records import CONSTRAINT_NAME, TrialRecord, set_constraint
 from scent_search.search.probe import Peak, Probe
 from scent_search.search.space import TrialConfig, suggest
-
-CONSTRAINT_NAME = "peak_memory"  # system attr "constraints:peak_memory" = peak_gib - budget_gib
+from scent_search.search.spec import StudySpec
 
 TrainFn = Callable[..., Any]  # train(model_cfg, train_cfg, data, device, on_eval=) -> TrainResult
 
@@ -44,13 +46,6 @@ def _default_train() -> TrainFn:
     from scent_search.train import train
 
     return train
-
-
-def _set_legacy_constraints(trial: optuna.Trial) -> None:
-    """Mirror `constraints:<key>` into the legacy list attr (optuna-dashboard 0.21) while the trial runs."""
-    from scent_search.report import mirror_legacy_constraints
-
-    mirror_legacy_constraints(trial.study, trial)
 
 
 class Objective:
@@ -101,7 +96,7 @@ class Objective:
         feasible = self._constrain(trial, cfg, peak)
         if not feasible:
             floor = self.bicubic_floor(cfg.train)
-            self._attrs(trial, bicubic_psnr=floor, steps_done=0, train_seconds=0.0)
+            TrialRecord(bicubic_psnr=floor, steps_done=0, train_seconds=0.0).write(trial)
             return floor
         previous = self._trained_twin(trial)
         if previous is not None:
@@ -114,30 +109,31 @@ class Objective:
                "steps_done", "train_seconds")
 
     @staticmethod
-    def _trained_twin(trial: optuna.Trial) -> FrozenTrial | None:
+    def _trained_twin(trial: optuna.Trial) -> TrialRecord | None:
         params = trial.params
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.params == params and t.number != trial.number and "psnr" in t.user_attrs:
-                return t
+            if t.params == params and t.number != trial.number:
+                twin = TrialRecord.from_attrs(t.user_attrs, number=t.number)
+                if twin.psnr is not None:  # a recorded PSNR: it was trained (or copied from one that was)
+                    return twin
         return None
 
-    def _reuse(self, trial: optuna.Trial, twin: FrozenTrial) -> float:
-        self._attrs(trial, duplicate_of=twin.number, **{k: twin.user_attrs.get(k) for k in self._REUSED})
-        return float(twin.user_attrs["psnr"])
+    def _reuse(self, trial: optuna.Trial, twin: TrialRecord) -> float:
+        TrialRecord(duplicate_of=twin.number, **{k: getattr(twin, k) for k in self._REUSED}).write(trial)
+        return float(twin.psnr)
 
     def _constrain(self, trial: optuna.Trial, cfg: TrialConfig, peak: Peak) -> bool:
         budget = self.spec.budget_gib
         peak_gib = peak.gib
         if peak.oom:  # a measured OOM: at least the device is full, and never feasible
             peak_gib = max(peak_gib, budget + 2**-10)
-        trial.set_constraint(CONSTRAINT_NAME, peak_gib - budget)  # first write: nothing has failed yet
-        _set_legacy_constraints(trial)
+        set_constraint(trial, CONSTRAINT_NAME, peak_gib - budget)  # first write: nothing has failed yet
         feasible = peak_gib <= budget
-        self._attrs(trial, peak_allocated_bytes=peak.allocated_bytes, peak_reserved_bytes=peak.reserved_bytes,
+        TrialRecord(peak_allocated_bytes=peak.allocated_bytes, peak_reserved_bytes=peak.reserved_bytes,
                     peak_gib=peak_gib, peak_source=peak.source, budget_gib=budget, feasible=feasible,
                     breakdown=peak.breakdown, n_params=peak.n_params, backend=peak.backend,
                     device=self.device, profile_seconds=round(peak.seconds, 4), worker=self.worker,
-                    model_config=cfg.model.to_dict(), **({"fail_reason": "oom"} if peak.oom else {}))
+                    model_config=cfg.model.to_dict(), fail_reason=OutOfMemory.reason if peak.oom else None).write(trial)
         return feasible
 
     def _train(self, trial: optuna.Trial, cfg: TrialConfig) -> float:
@@ -152,25 +148,19 @@ class Objective:
             if not math.isfinite(result.psnr):
                 raise NonFiniteLoss(f"validation PSNR is {result.psnr}")
         except TrainingFailed as e:
-            self._attrs(trial, fail_reason=e.reason, fail_message=str(e)[:500],
-                        train_seconds=round(time.perf_counter() - t0, 3))
+            TrialRecord(fail_reason=e.reason, fail_message=str(e)[:500],
+                        train_seconds=round(time.perf_counter() - t0, 3)).write(trial)
             self._free()
             raise
         except optuna.TrialPruned:
-            self._attrs(trial, train_seconds=round(time.perf_counter() - t0, 3))
+            TrialRecord(train_seconds=round(time.perf_counter() - t0, 3)).write(trial)
             raise
-        self._attrs(trial, psnr=result.psnr, bicubic_psnr=result.bicubic_psnr, steps_per_s=result.steps_per_s,
+        TrialRecord(psnr=result.psnr, bicubic_psnr=result.bicubic_psnr, steps_per_s=result.steps_per_s,
                     samples_per_s=result.samples_per_s, flops_per_step=result.flops_per_step,
                     n_params=result.n_params, backend=result.backend, device=str(result.device),
-                    steps_done=result.steps_done, train_seconds=round(result.train_seconds, 3))
+                    steps_done=result.steps_done, train_seconds=round(result.train_seconds, 3)).write(trial)
         return float(result.psnr)
 
     def _free(self) -> None:
         if str(self.device).startswith("cuda"):
             torch.cuda.empty_cache()
-
-    @staticmethod
-    def _attrs(trial: optuna.Trial, **attrs: Any) -> None:
-        for key, value in attrs.items():
-            if value is not None:
-                trial.set_user_attr(key, value)

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from scent_search.config import ModelConfig, TargetShape
-
-GIB = 2**30  # bytes per GiB: the unit of budget_gib and peak_gib
+from scent_search.records import GIB
 
 
 @dataclass(frozen=True)

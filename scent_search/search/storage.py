@@ -1,35 +1,36 @@
-"""Where a study lives: any SQLAlchemy URL, opened as Optuna's RDB storage with heartbeats on.
+"""Where a study is written: any SQLAlchemy URL, opened as Optuna's RDB storage with heartbeats on.
 
 - `resolve_url(spec, url)`: --storage, else the spec's `storage`, else sqlite:///studies/<name>.db.
-- `open_storage(url, heartbeat)`: an `RDBStorage` with heartbeats and `RetryStaleTrial`; StorageError
-  (never a traceback, never a password) if it cannot be used.
+- `open_storage(url, heartbeat)`: an `RDBStorage` with heartbeats and `RetryStaleTrial`, its schema created
+  under `schema_lock`; StorageError (never a traceback, never a password) if it cannot be used.
+- `schema_lock(url)`: held while tables are created, so processes starting at once on a new database do
+  not race to create the same tables.
 - `RetryStaleTrial`: re-enqueues a dead worker's trial with its params but clean attrs.
 - `slot_lock(storage, study_name)`: serialises "count trials, then ask" between workers (PostgreSQL
   advisory lock), so a study never runs past its target.
+
+URL parsing, masking and read-only opening are the record layer's (scent_search/records/storage.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
 import sqlalchemy
-import sqlalchemy.engine
-import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from scent_search.config import HeartbeatSpec, StudySpec
-from scent_search.errors import ConfigError, StorageError
-
-DEFAULT_STORAGE = "sqlite:///studies/default.db"  # DESIGN.md section 7: `run` with no spec stores here
-CONSTRAINTS_KEY = "constraints"  # legacy list attr (optuna-dashboard 0.21); Optuna 5 writes "constraints:<key>"
-SQLITE_BUSY_TIMEOUT_S = 60  # a dashboard reading the file must not make a worker fail on "database is locked"
-PG_CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the OS's TCP timeout
+from scent_search.errors import StorageError
+from scent_search.records import CONSTRAINT_PREFIX, LEGACY_CONSTRAINTS_KEY, safe_url, sqlite_file
+from scent_search.records.storage import OPEN_ERRORS, engine_kwargs, open_error, parse_url
+from scent_search.search.spec import HeartbeatSpec, StudySpec
 
 
 def default_url(name: str) -> str:
@@ -40,42 +41,6 @@ def resolve_url(spec: StudySpec, url: str | None = None) -> str:
     return url or spec.storage or default_url(spec.name)
 
 
-def safe_url(url: str) -> str:
-    """The URL with its password masked, for every message and log line."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return "<unparseable storage URL>"
-
-
-def parse_url(url: str) -> sqlalchemy.engine.URL:
-    try:
-        return sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError as e:
-        raise ConfigError("--storage", f"not a SQLAlchemy URL: {safe_url(url)}") from e
-
-
-def is_sqlite(url: str) -> bool:
-    return parse_url(url).get_backend_name() == "sqlite"
-
-
-def _engine_kwargs(parsed: sqlalchemy.engine.URL) -> dict[str, Any]:
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    if backend == "postgresql":
-        # pre_ping: a worker that idled through a server restart reconnects instead of failing its trial.
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
-    return {"pool_pre_ping": True}
-
-
-def _reason(e: BaseException, parsed: sqlalchemy.engine.URL) -> str:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if parsed.password:
-        reason = reason.replace(str(parsed.password), "***")
-    return reason
-
-
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     """WAL: a dashboard or `report` reads while a run writes. synchronous=NORMAL: in WAL mode a commit no
     longer waits for an fsync (a trial writes ~60 small transactions); a power cut can lose the last commits,
@@ -84,6 +49,63 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+@contextlib.contextmanager
+def _advisory_lock(engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
+    """A PostgreSQL session advisory lock named `name`, held on its own connection."""
+    digest = hashlib.blake2b(f"scent-search:{name}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)  # a stable signed 64-bit key
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+def _make_folder(path: Path, url: str) -> None:
+    """Create the folder of a new SQLite file, or say in one line why it cannot be: checked before anything
+    is created, so a refused URL leaves no folder behind."""
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise StorageError(f"cannot open storage {safe_url(url)}: {str(existing)!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot open storage {safe_url(url)}: cannot create folder {str(folder)!r}: "
+                           f"{e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Held while a process creates tables in the database at `url` (Optuna's, the profile cache's).
+
+    Without it, two processes started at once on a new database both see no tables and both create them:
+    one fails with "table studies already exists" or a duplicate alembic_version row. SQLite: an exclusive
+    flock on the file's folder (no lock file is left behind). PostgreSQL: a session advisory lock.
+    """
+    path = sqlite_file(url)
+    if path is not None:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    if parse_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with _advisory_lock(engine, "schema"):
+            yield
+    finally:
+        engine.dispose()
 
 
 class RetryStaleTrial:
@@ -103,7 +125,7 @@ class RetryStaleTrial:
         if self.max_retry is not None and len(history) > self.max_retry:
             return
         clean = {k: v for k, v in trial.system_attrs.items()
-                 if k != CONSTRAINTS_KEY and not k.startswith(CONSTRAINTS_KEY + ":")}
+                 if k != LEGACY_CONSTRAINTS_KEY and not k.startswith(CONSTRAINT_PREFIX)}
         clean["failed_trial"] = trial.system_attrs.get("failed_trial", trial.number)
         clean["retry_history"] = history
         study.add_trial(optuna.trial.create_trial(
@@ -111,48 +133,28 @@ class RetryStaleTrial:
             system_attrs=clean))
 
 
-def open_storage(url: str, heartbeat: HeartbeatSpec | None = None, *, create_dirs: bool = True) -> RDBStorage:
-    """Optuna's RDB storage at `url`, heartbeats on when `heartbeat` is given.
-
-    A relative SQLite path is relative to the working directory; its folder is created. PostgreSQL needs
-    the `postgres` extra (psycopg).
+def open_storage(url: str, heartbeat: HeartbeatSpec | None = None) -> RDBStorage:
+    """Optuna's RDB storage at `url`, heartbeats on when `heartbeat` is given; its tables are created if
+    missing. A relative SQLite path is relative to the working directory; its folder is created.
+    PostgreSQL needs the `postgres` extra (psycopg).
     """
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") and create_dirs:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        _make_folder(path, url)
     hb: dict[str, Any] = {}
     if heartbeat is not None:
         hb = {"heartbeat_interval": heartbeat.interval, "grace_period": heartbeat.grace_period,
               "heartbeat_stale_trial_callback": RetryStaleTrial(heartbeat.max_retry)}
     try:
-        with warnings.catch_warnings():
+        with schema_lock(url), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            storage = RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **hb)
-        if parsed.get_backend_name() == "sqlite":
-            sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-            storage.engine.dispose()  # the connections Optuna opened to create its tables lack the pragmas
-        return storage
-    except ImportError as e:
-        hint = " (install the postgres extra: pip install 'scent-search[postgres]')" \
-            if parsed.get_backend_name() == "postgresql" else ""
-        raise StorageError(f"cannot open storage {safe_url(url)}: missing driver {e.name or e}{hint}") from e
-    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError, OSError) as e:
-        raise StorageError(f"cannot open storage {safe_url(url)}: {_reason(e, parsed)}") from e
-
-
-@contextlib.contextmanager
-def storage_errors(url: str) -> Iterator[None]:
-    """Turn a database failure in the block into a StorageError that names the (masked) URL."""
-    try:
-        yield
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        raise StorageError(f"storage {safe_url(url)}: {_reason(e, parse_url(url))}") from e
-
-
-def _lock_key(study_name: str) -> int:
-    """A stable signed 64-bit advisory-lock key per study."""
-    digest = hashlib.blake2b(f"scent-search:{study_name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)
+    except OPEN_ERRORS as e:
+        raise open_error(e, url) from e
+    if path is not None:
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # the connections Optuna opened to create its tables lack the pragmas
+    return storage
 
 
 @contextlib.contextmanager
@@ -162,16 +164,8 @@ def slot_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
     PostgreSQL: a session advisory lock on its own connection, so workers on every machine queue here.
     Other backends run a single worker per study (SQLite: see workers.check_workers): no lock needed.
     """
-    engine = storage.engine
-    if engine.dialect.name != "postgresql":
+    if storage.engine.dialect.name != "postgresql":
         yield
         return
-    key = _lock_key(study_name)
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
+    with _advisory_lock(storage.engine, f"slot:{study_name}"):
+        yield

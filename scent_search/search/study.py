@@ -23,25 +23,16 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.storages._heartbeat import get_heartbeat_thread  # the thread study.optimize runs per trial
 from optuna.trial import FrozenTrial, TrialState
 
-from scent_search.config import StudySpec
+from scent_search import compat
 from scent_search.errors import ConfigError, TrainingFailed
-from scent_search.search.space import make_pruner, make_sampler
-from scent_search.search.storage import safe_url, slot_lock, storage_errors
+from scent_search.records import DEVICE_ATTR, ERROR, INTERRUPTED, SPEC_ATTR, TrialRecord, safe_url, storage_errors
+from scent_search.search.spec import StudySpec
+from scent_search.search.storage import slot_lock
 
-# fail_reason values that do not count toward the target (the trial is redone, not a result).
-NOT_A_RESULT = ("interrupted", "error")
 # Spec keys a resumed study must share with the stored one: otherwise its trials are not comparable.
 COMPARABLE_KEYS = ("budget_gib", "target", "train", "model", "space", "data")
-
-
-def counts_toward_target(trial: FrozenTrial) -> bool:
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    reason = trial.user_attrs.get("fail_reason")
-    return trial.state == TrialState.FAIL and bool(reason) and reason not in NOT_A_RESULT
 
 
 @dataclass(frozen=True)
@@ -54,7 +45,7 @@ class Counts:
 
 def count_trials(study: optuna.Study) -> Counts:
     trials = study.get_trials(deepcopy=False)
-    return Counts(finished=sum(counts_toward_target(t) for t in trials),
+    return Counts(finished=sum(TrialRecord.from_trial(t).is_result for t in trials),
                   running=sum(t.state == TrialState.RUNNING for t in trials),
                   waiting=sum(t.state == TrialState.WAITING for t in trials), total=len(trials))
 
@@ -72,7 +63,7 @@ def _first_difference(stored: Any, new: Any, key: str) -> str | None:
 
 def check_resumable(study: optuna.Study, spec: StudySpec) -> None:
     """Refuse to add trials to a study made from a different budget, shape, training, model or space."""
-    stored = study.user_attrs.get("spec")
+    stored = study.user_attrs.get(SPEC_ATTR)
     if not isinstance(stored, dict):
         return
     new = spec.to_dict()
@@ -93,8 +84,8 @@ def _lookup(d: Any, dotted: str) -> Any:
 def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | None, device_kind: str,
                check: bool = True) -> optuna.Study:
     """Create the study, or load it (resume). `seed` seeds this worker's sampler."""
-    sampler = make_sampler(spec.sampler, seed, spec.source)
-    pruner = make_pruner(spec.pruner, spec.source)
+    sampler = spec.sampler.build(seed)
+    pruner = spec.pruner.build()
     with storage_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
@@ -104,11 +95,11 @@ def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | No
                               "(made by another tool?)", spec.source)
         if check:
             check_resumable(study, spec)
-        if "spec" not in study.user_attrs:
+        if SPEC_ATTR not in study.user_attrs:
             stored = spec.to_dict()
             stored["storage"] = safe_url(url)  # the dashboard shows study attrs: never a password
-            study.set_user_attr("spec", stored)
-            study.set_user_attr("device", device_kind)
+            study.set_user_attr(SPEC_ATTR, stored)
+            study.set_user_attr(DEVICE_ATTR, device_kind)
     return study
 
 
@@ -138,13 +129,12 @@ class Runner:
         self.on_wait = on_wait
         self.ran: list[int] = []  # trial numbers this worker finished
 
-    def _storage(self) -> RDBStorage:
-        storage = self.study._storage
-        return getattr(storage, "_backend", storage)  # under Optuna's cache wrapper
+    def _rdb(self) -> RDBStorage:
+        return compat.rdb_storage(compat.study_storage(self.study))
 
     def _next_trial(self) -> optuna.Trial | None | bool:
         """Under the slot lock: a new trial, None (wait for others' running trials), False (done)."""
-        with storage_errors(self.url), slot_lock(self._storage(), self.study.study_name):
+        with storage_errors(self.url), slot_lock(self._rdb(), self.study.study_name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials -> FAIL, retries enqueued
@@ -169,7 +159,7 @@ class Runner:
                 trial = self._next_trial()
             if guard.fired:
                 if isinstance(trial, optuna.Trial):
-                    self._tell(trial, None, TrialState.FAIL, reason="interrupted")
+                    self._tell(trial, None, TrialState.FAIL, reason=INTERRUPTED)
                 raise Interrupted("interrupted between trials")
             if trial is False:
                 return self.ran
@@ -179,7 +169,7 @@ class Runner:
             frozen = self._run_trial(trial)
             self.ran.append(frozen.number)
             if self.after_trial is not None:
-                with storage_errors(self.url), slot_lock(self._storage(), self.study.study_name):
+                with storage_errors(self.url), slot_lock(self._rdb(), self.study.study_name):
                     self.after_trial(self.study, frozen)
             self.on_trial(frozen)
 
@@ -187,9 +177,8 @@ class Runner:
         """Run the objective with the heartbeat on, then tell the outcome. Ctrl-C marks the trial FAIL
         (`interrupted`) and raises Interrupted; an unexpected error marks it FAIL (`error`) and propagates."""
         value, state, error, reason = None, TrialState.FAIL, None, None
-        storage = self.study._storage
         try:
-            with get_heartbeat_thread(trial._trial_id, storage):
+            with compat.heartbeat(self.study, trial):
                 try:
                     value = self.objective(trial)
                     state = TrialState.COMPLETE
@@ -198,28 +187,27 @@ class Runner:
                 except TrainingFailed:
                     state = TrialState.FAIL  # the objective recorded fail_reason; the study goes on
                 except KeyboardInterrupt:
-                    reason = "interrupted"
+                    reason = INTERRUPTED
                 except Exception as e:  # a bug or a storage failure: record it, then stop this worker
-                    error, reason = e, "error"
+                    error, reason = e, ERROR
         except KeyboardInterrupt:  # a second Ctrl-C while the heartbeat thread stopped
-            reason = "interrupted"
+            reason = INTERRUPTED
         guard = _SigintGuard()
         with guard:
             self._tell(trial, value, state, reason=reason, error=error)
-        if reason == "interrupted" or guard.fired:
+        if reason == INTERRUPTED or guard.fired:
             raise Interrupted(f"interrupted during trial {trial.number}")
         if error is not None:
             raise error
-        return storage.get_trial(trial._trial_id)
+        return compat.stored_trial(self.study, trial)
 
     def _tell(self, trial: optuna.Trial, value: float | None, state: TrialState, *, reason: str | None = None,
               error: BaseException | None = None) -> None:
         with storage_errors(self.url):
             if reason is not None:
-                trial.set_user_attr("fail_reason", reason)
                 state = TrialState.FAIL
-            if error is not None:
-                trial.set_user_attr("fail_message", f"{type(error).__name__}: {error}"[:500])
+            message = f"{type(error).__name__}: {error}"[:500] if error is not None else None
+            TrialRecord(fail_reason=reason, fail_message=message).write(trial)
             self.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
 
 

@@ -3,7 +3,9 @@
 `--workers N` spawns N processes (multiprocessing "spawn": CUDA cannot be forked). Each opens its own
 connection to the study's storage and runs `Runner` until the study reaches its target; the storage
 (with the slot lock) is the only coordination, so workers on other machines join the same way.
-Finished trials come back to the main process as plain dicts for the terminal.
+Finished trials come back to the main process as `records.TrialRecord`s (plain, picklable data) for the
+terminal. `after_trial(study, frozen_trial)`, if given (e.g. the report's dashboard refresher, which the CLI
+passes), runs in the worker after each trial; it must be picklable to reach a spawned worker.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from scent_search.config import StudySpec
 from scent_search.errors import ConfigError
+from scent_search.records import TrialRecord, is_sqlite
+from scent_search.search.spec import StudySpec
+
+AfterTrial = Callable[[Any, Any], None]  # (optuna.Study, FrozenTrial) -> None
 
 CHILD_STOP_GRACE_S = 5.0  # after Ctrl-C, children get this long to mark their trial failed before a SIGINT
 CHILD_KILL_AFTER_S = 60.0  # ... and this long after it before they are terminated
@@ -42,8 +47,6 @@ def resolve_device(device: str) -> str:
 
 def worker_devices(device: str, workers: int, url: str) -> list[str]:
     """The device of each worker. GPUs: one worker per device. SQLite: one worker (see below)."""
-    from scent_search.search.storage import is_sqlite
-
     if workers > 1 and is_sqlite(url):
         # SQLite takes one writer at a time; under N processes training and writing, "database is locked"
         # failures are a matter of time. PostgreSQL is Optuna's distributed engine.
@@ -95,6 +98,7 @@ class WorkerJob:
     seed: int | None
     threads: int
     index: int
+    after_trial: AfterTrial | None = None
 
 
 def quiet_optuna() -> None:
@@ -107,37 +111,38 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message=".*constraint value is ignored.*")
 
 
-def run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, train_fn: Any = None,
-            probe: Any = None, on_message: Callable[[str], None] | None = None) -> list[int]:
-    """One worker, in this process: open the study, run trials until the target. Returns trial numbers."""
+def run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_fn: Any = None,
+            probe: Any = None, data: Any = None, on_message: Callable[[str], None] | None = None) -> list[int]:
+    """One worker, in this process: open the study, run trials until the target. Returns trial numbers.
+    `data`: the study's data, already loaded (else the worker loads it on first need)."""
     import torch
 
     quiet_optuna()
     threads = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        return _run_job(job, on_trial, train_fn=train_fn, probe=probe, on_message=on_message)
+        return _run_job(job, on_trial, train_fn=train_fn, probe=probe, data=data, on_message=on_message)
     finally:
         torch.set_num_threads(threads)  # an in-process worker leaves its caller's setting as it found it
 
 
-def _run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, train_fn: Any, probe: Any,
+def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_fn: Any, probe: Any, data: Any,
              on_message: Callable[[str], None] | None) -> list[int]:
     import torch
 
-    from scent_search.report import DashboardArtifactsCallback
     from scent_search.search.objective import Objective
     from scent_search.search.probe import PeakProbe, profiling_device
-    from scent_search.search.progress import trial_event
-    from scent_search.search.storage import open_storage
+    from scent_search.search.storage import open_storage, schema_lock
     from scent_search.search.study import Runner, open_study
 
     if job.device.startswith("cuda"):
         torch.cuda.set_device(torch.device(job.device))
     storage = open_storage(job.url, job.spec.heartbeat)
     study = open_study(job.spec, storage, job.url, seed=job.seed, device_kind=device_kind(job.device), check=False)
-    probe = probe or PeakProbe(storage.engine, profiling_device(job.device))
-    objective = Objective(job.spec, device=job.device, probe=probe, train_fn=train_fn)
+    if probe is None:
+        with schema_lock(job.url):  # the profile cache creates its tables in the study's database
+            probe = PeakProbe(storage.engine, profiling_device(job.device))
+    objective = Objective(job.spec, device=job.device, probe=probe, train_fn=train_fn, data=data)
     waiting_said = [False]
 
     def on_wait(counts: Any) -> None:
@@ -147,7 +152,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, trai
             waiting_said[0] = True
 
     runner = Runner(study, objective, url=job.url, target=job.target, deadline=job.deadline,
-                    on_trial=lambda t: on_trial(trial_event(t)), after_trial=DashboardArtifactsCallback(),
+                    on_trial=lambda t: on_trial(TrialRecord.from_trial(t)), after_trial=job.after_trial,
                     on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)))
     return runner.run()
 
@@ -157,7 +162,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[dict[str, Any]], None], *, trai
 
 
 def _child_main(job: WorkerJob, events: Any) -> None:
-    """Entry point of a spawned worker: events are ("trial", dict), ("message", str), ("error", str)."""
+    """Entry point of a spawned worker: events are ("trial", TrialRecord), ("message", str), ("error", str)."""
     from scent_search.search.study import Interrupted
 
     logging.basicConfig(level=logging.WARNING)

@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from scent_search.report.pareto import COMPONENTS, GIB
+from scent_search.records import BREAKDOWN_KEYS, GIB
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -37,7 +37,7 @@ def _peak_gib(p: dict[str, Any]) -> float:
 
 def _breakdown(peak_gib: float) -> dict[str, int]:
     shares = [0.05, 0.08, 0.07, 0.2, 0.2, 0.1, 0.01, 0.06, 0.06, 0.12, 0.05]
-    return {c: int(s * peak_gib * GIB) for c, s in zip(COMPONENTS, shares)}
+    return {c: int(s * peak_gib * GIB) for c, s in zip(BREAKDOWN_KEYS, shares)}
 
 
 def trial_record(params: dict[str, Any], state: TrialState, budget: float = BUDGET, psnr: float | None = None,

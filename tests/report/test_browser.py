@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from scent_search import compat
 from scent_search.report import attach_all, summarize, write_report
 from tests.report.studies import dashboard_server
 
@@ -103,7 +104,7 @@ def test_dashboard_renders_the_custom_pareto_figure(rich_study: optuna.Study, st
     storage = optuna.storages.RDBStorage(storage_url)
     attach_all(storage)
     with dashboard_server(storage) as base:
-        dom = render(f"{base}/dashboard/studies/{rich_study._study_id}", _shots(tmp_path) / "dashboard-screenshot.png",
+        dom = render(f"{base}/dashboard/studies/{compat.study_id(rich_study)}", _shots(tmp_path) / "dashboard-screenshot.png",
                      tmp_path / "profile", "1400,2400")
     assert count_points(dom, "user-defined-plot:scent-pareto-budget") == plotted(rich_study)
     pareto, components = len(summarize(rich_study).pareto), 11

@@ -51,3 +51,18 @@ def test_commands_have_help_with_an_example(command: str) -> None:
     result = CliRunner().invoke(cli, [command, "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output and f"scent-search {command}" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--out", "--csv", "--json"])
+@pytest.mark.parametrize("bad", ["no/such/dir/f", "afile/f"])
+def test_an_unwritable_output_is_refused_before_anything_is_written(rich_study: optuna.Study, storage_url: str,
+                                                                    tmp_path, flag: str, bad: str) -> None:
+    (tmp_path / "afile").write_text("a file")
+    outputs = {"--out": tmp_path / "r.html", "--csv": tmp_path / "t.csv", "--json": tmp_path / "t.json"}
+    outputs[flag] = tmp_path / bad
+    args = [a for f, p in outputs.items() for a in (f, str(p))]
+    result = CliRunner().invoke(cli, ["report", "rich", "--storage", storage_url, *args])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {flag}: ") and str(tmp_path / bad) in line
+    assert not any(p.exists() for p in outputs.values())  # not the HTML either, when --csv is the bad one

@@ -14,10 +14,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from scent_search import compat
 from scent_search.errors import StorageError
-from scent_search.report import (DashboardArtifactsCallback, attach_all, mirror_legacy_constraints,
-                                 refresh_study_artifacts)
-from scent_search.report.dashboard import LEGACY_CONSTRAINTS_KEY
+from scent_search.records import LEGACY_CONSTRAINTS_KEY, mirror_legacy_constraints, set_constraint
+from scent_search.report import DashboardArtifactsCallback, attach_all, refresh_study_artifacts
 from tests.report.studies import (BUDGET, P_DEFAULT, dashboard_server, get_json, make_study, random_trials,
                                   trial_record)
 
@@ -29,15 +29,14 @@ def fresh(storage_url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage_url)
 
 
-def test_mirror_legacy_constraints_of_running_and_finished_trials(storage_url: str) -> None:
+def test_legacy_constraints_of_running_and_finished_trials(storage_url: str) -> None:
     study = make_study(storage_url, "m", [trial_record(P_DEFAULT, TrialState.COMPLETE, psnr=27.0)])
     finished = study.trials[0]
     assert LEGACY_CONSTRAINTS_KEY not in finished.system_attrs
-    assert mirror_legacy_constraints(study, finished)  # finished: written in the table directly
     trial = study.ask()
-    trial.set_constraint("peak_memory", 1.5)
-    assert mirror_legacy_constraints(study, trial)  # running: through the storage API
-    assert not mirror_legacy_constraints(study, trial)  # already mirrored
+    set_constraint(trial, "peak_memory", 1.5)  # running: both forms at once
+    assert mirror_legacy_constraints(study) == 1  # the finished trial, written in the table directly
+    assert mirror_legacy_constraints(study) == 0  # already mirrored
     study.tell(trial, 20.0)
     trials = fresh(storage_url, "m").trials
     assert trials[0].system_attrs[LEGACY_CONSTRAINTS_KEY] == [finished.system_attrs["constraints:peak_memory"]]
@@ -60,21 +59,18 @@ def test_refresh_attaches_figures_notes_constraints_and_is_idempotent(rich_study
                                                                       storage_url: str) -> None:
     refresh_study_artifacts(rich_study)
     study = fresh(storage_url, "rich")
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    for graph_id in FIGURES:
-        assert any(k.startswith(f"dashboard:plot_data:{graph_id}:") for k in attrs)
+    assert set(compat.dashboard_figures_json(study)) == FIGURES
+    notes = compat.dashboard_notes(study, study.trials)
     for t in study.trials:
         assert t.system_attrs[LEGACY_CONSTRAINTS_KEY] == [t.system_attrs["constraints:peak_memory"]]
         note = optuna_dashboard_note(study, t)
         assert note.startswith(f"### Trial {t.number}: ") and "| modulation_ca |" in note
     refresh_study_artifacts(study)
-    assert study._storage.get_study_system_attrs(study._study_id) == attrs  # nothing rewritten
+    assert compat.dashboard_notes(study, study.trials) == notes  # nothing rewritten: every version unchanged
 
 
 def optuna_dashboard_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    from optuna_dashboard._note import get_note_from_system_attrs
-
-    return get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), trial._trial_id)["body"]
+    return compat.dashboard_notes(study, [trial])[trial.number][0]
 
 
 def test_refresh_leaves_a_users_note_alone(storage_url: str) -> None:
@@ -92,8 +88,7 @@ def _objective(trial: optuna.Trial) -> float:
     """A stand-in for the search service's objective: constraint, mirror, user attrs, PSNR."""
     hidden = trial.suggest_categorical("hidden_dim", [128, 256, 512])
     peak = hidden / 128
-    trial.set_constraint("peak_memory", peak - BUDGET)
-    mirror_legacy_constraints(trial.study, trial)
+    set_constraint(trial, "peak_memory", peak - BUDGET)
     trial.set_user_attr("peak_gib", peak)
     trial.set_user_attr("breakdown", {"encoder": 2**29, "hv_lins": int((peak - 0.5) * 2**30)})
     if peak > BUDGET:
@@ -108,8 +103,7 @@ def test_callback_refreshes_after_every_trial(storage_url: str) -> None:
 
     def probe(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         s = fresh(storage_url, "live")
-        figure = "".join(v for k, v in sorted(s._storage.get_study_system_attrs(s._study_id).items())
-                         if k.startswith("dashboard:plot_data:scent-pareto-budget:"))
+        figure = compat.dashboard_figures_json(s).get("scent-pareto-budget", "")
         seen.append(f'"trial-{trial.number}"' in figure and optuna_dashboard_note(s, trial) != "")
 
     study.sampler = optuna.samplers.RandomSampler(seed=1)

@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.report.studies import BUDGET, make_study, random_trials, trial_record
-from scent_search.report.pareto import FAILED, FEASIBLE, INFEASIBLE, PRUNED, non_dominated, records_of, summarize
+from scent_search.records import FAILED, FEASIBLE, INFEASIBLE, PRUNED
+from scent_search.report.pareto import non_dominated, records_of, summarize
 
 P = {"hidden_dim": 256, "mult": 2, "num_decoder_layers": 2, "share_scales": False, "sigma_ls": "64"}
 

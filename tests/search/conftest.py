@@ -10,9 +10,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from scent_search.config import StudySpec, load_spec
+from scent_search.records import GIB
 from scent_search.errors import NonFiniteLoss, OutOfMemory
-from scent_search.search.probe import GIB, Peak
+from scent_search.search import StudySpec, load_spec
+from scent_search.search.probe import Peak
 from tests.postgres import PG_URL, require_postgres
 
 # A study every test can afford on a shared 2-core CPU: a tiny model, 6 training steps, 64-pixel validation.
@@ -163,9 +164,10 @@ def fake_train() -> FakeTrain:
 
 def budget_between(spec: StudySpec, frac: float = 0.5) -> float:
     """A budget (GiB) that cuts the fake peaks of the spec's space: the smallest configs fit, the largest not."""
-    small = spec.model.replace(hidden_dim=min(spec.space.hidden_dim), mult=min(spec.space.mult),
-                               num_decoder_layers=min(spec.space.num_decoder_layers), sigma_ls=(16.0,))
-    large = spec.model.replace(hidden_dim=max(spec.space.hidden_dim), mult=max(spec.space.mult),
-                               num_decoder_layers=max(spec.space.num_decoder_layers), sigma_ls=(16.0, 4.0))
+    space = spec.space
+    small = spec.model.replace(hidden_dim=min(space["hidden_dim"]), mult=min(space["mult"]),
+                               num_decoder_layers=min(space["num_decoder_layers"]), sigma_ls=(16.0,))
+    large = spec.model.replace(hidden_dim=max(space["hidden_dim"]), mult=max(space["mult"]),
+                               num_decoder_layers=max(space["num_decoder_layers"]), sigma_ls=(16.0, 4.0))
     lo, hi = fake_peak_bytes(small, spec.target), fake_peak_bytes(large, spec.target)
     return (lo + frac * (hi - lo)) / GIB

@@ -6,8 +6,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from scent_search import compat
 from scent_search.search import RetryStaleTrial, prepare_run, run_study
-from scent_search.search.progress import TerminalReporter
+from scent_search.report import TerminalReporter
 
 from tests.search.conftest import FakeTrain, budget_between
 
@@ -87,7 +88,7 @@ def test_retry_drops_stale_constraints(sqlite_url, study_name):
     trial = study.ask()
     trial.suggest_categorical("hidden_dim", [16, 32])
     trial.set_constraint("peak_memory", 0.25)
-    trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [0.25])
+    compat.set_trial_system_attr(trial, "constraints", [0.25])
     trial.set_user_attr("peak_gib", 1.25)
     study.tell(trial, state=TrialState.FAIL)
     RetryStaleTrial(max_retry=2)(study, study.trials[0])

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from scent_search.errors import ConfigError, StorageError
 from scent_search.search import prepare_run, run_study
-from scent_search.search.progress import TerminalReporter
+from scent_search.report import TerminalReporter
 
 
 def _run(spec_path, url, name, n, train, probe, **kw):
@@ -96,3 +96,24 @@ def test_no_spec_uses_the_default_study_and_its_sqlite_file(tmp_path, monkeypatc
     plan = prepare_run(device="cpu")
     assert plan.spec.name == "default" and plan.url == "sqlite:///studies/default.db"
     assert (tmp_path / "studies" / "default.db").is_file()
+
+
+def test_space_override_replaces_the_specs_choices(spec_path, sqlite_url, study_name, fake_probe, fake_train):
+    """`run --space hidden_dim=[16]`: every trial uses the given choices; the study stores them."""
+    plan = prepare_run(spec_path, storage=sqlite_url, study_name=study_name, n_trials=3, memory_budget=100.0,
+                       space={"hidden_dim": [16], "precision": ["fp32", "bf16"]})
+    assert plan.spec.space["hidden_dim"] == (16,) and plan.spec.space["mult"] == (1, 2)
+    run_study(plan, train_fn=fake_train, probe=fake_probe)
+    study = optuna.load_study(study_name=study_name, storage=sqlite_url)
+    assert {t.params["hidden_dim"] for t in study.trials} == {16}
+    assert all(t.params["precision"] in ("fp32", "bf16") for t in study.trials)
+    assert study.user_attrs["spec"]["space"]["hidden_dim"] == [16]
+
+
+@pytest.mark.parametrize("space, words", [({"hidden_dim": [0]}, "hidden_dim: every choice must be >= 1"),
+                                          ({"mult": [2, 2]}, "mult: has duplicate choices"),
+                                          ({"colour": [1]}, "colour: unknown key")])
+def test_bad_space_override_names_the_flag_and_knob(spec_path, sqlite_url, space, words):
+    with pytest.raises(ConfigError) as e:
+        prepare_run(spec_path, storage=sqlite_url, space=space)
+    assert e.value.key == "--space" and words in str(e.value)

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from scent_search.search import count_trials, prepare_run, run_study
-from scent_search.search.progress import TerminalReporter
+from scent_search.report import TerminalReporter
 
 from tests.search.conftest import FakeProbe, FakeTrain, write_spec
 
@@ -132,6 +132,7 @@ def test_ctrl_c_marks_the_running_trial_failed(tmp_path, sqlite_url, study_name)
             proc.kill()
     assert proc.returncode == 130, output
     assert "Interrupted" in output and "Traceback" not in output
+    assert "retried or replaced when the study resumes" in output
     study = optuna.load_study(study_name=study_name, storage=sqlite_url)
     t = study.trials[running.number]
     assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"

@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from scent_search.config import ModelConfig, TargetShape
+from scent_search.db import engine_kwargs
 from scent_search.errors import StorageError
 from scent_search.memory._profile import DEFAULT_MARGIN, MemoryProfile, versions
 
 STALE_CLAIM_S = 1800.0  # a claim older than this is a dead worker's; measuring one step takes well under a minute
 POLL_S = 0.2
-SQLITE_BUSY_TIMEOUT_S = 60
 
 _meta = sa.MetaData()
 profiles_table = sa.Table(
@@ -64,11 +64,7 @@ def _hash(key: dict[str, Any]) -> str:
 def make_engine(url_or_engine: str | sa.Engine) -> sa.Engine:
     if isinstance(url_or_engine, sa.Engine):
         return url_or_engine
-    url = sa.make_url(url_or_engine)
-    kwargs: dict[str, Any] = {}
-    if url.get_backend_name() == "sqlite":
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}  # busy timeout: writers wait, not fail
-    return sa.create_engine(url, **kwargs)
+    return sa.create_engine(url_or_engine, **engine_kwargs(url_or_engine))
 
 
 class ProfileCache:
@@ -114,7 +110,7 @@ class ProfileCache:
     def get_or_profile(self, cfg: ModelConfig, shape: TargetShape, device: str = "predict",
                        backend: str | None = None, *, profile: Callable[[], MemoryProfile] | None = None
                        ) -> MemoryProfile:
-        from scent_search.memory import profile_step
+        from scent_search.memory._step import profile_step
 
         kind, backend = _kind_and_backend(device, backend)
         key = profile_key(cfg, shape, kind, backend)

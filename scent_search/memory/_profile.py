@@ -9,11 +9,10 @@ from typing import Any, Mapping
 
 import torch
 
+from scent_search.units import BREAKDOWN_KEYS, COMPONENTS, STATE, gib  # noqa: F401 (memory's public names)
+
 PREDICTOR_VERSION = 2  # bump when the prediction changes, so cached predictions are not reused
 
-COMPONENTS = ("encoder", "processor", "modulation_ca", "bandwidth_lins", "modulation_lins", "hv_lins", "skips")
-STATE = ("parameters", "gradients", "optimizer_state", "other")
-BREAKDOWN_KEYS = COMPONENTS + STATE
 
 DEFAULT_MARGIN = 0.10  # reserved over allocated before any calibration pair exists (see docs/memory.md)
 RESERVED_ALLOWANCE_BYTES = 256 * 2 ** 20  # allocator segments a prediction cannot see (2 MiB / 20 MiB blocks)
@@ -76,7 +75,3 @@ class MemoryProfile:
     def from_dict(cls, data: Mapping[str, Any]) -> "MemoryProfile":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def gib(nbytes: int | float) -> float:
-    return nbytes / 2 ** 30

@@ -16,10 +16,11 @@ from scent_search.config import TargetShape
 from scent_search.memory._predict import activation_bytes, predict
 from scent_search.memory._profile import DEFAULT_MARGIN
 from scent_search.model import preset_config
+from scent_search.units import GIB
 
 TOLERANCE = 0.25  # a claim "holds" when the tool's figure is within 25% of it
 SEED_SHAPE = TargetShape(batch_size=64, queries=1024, lr_size=32, precision="fp32")
-GPU_BYTES = 40 * 2 ** 30  # the researcher's GPU ("runs out of memory even on a 40 GB GPU", e.g. A100 40GB)
+GPU_BYTES = 40 * GIB  # the researcher's GPU ("runs out of memory even on a 40 GB GPU", e.g. A100 40GB)
 
 
 @dataclass(frozen=True)

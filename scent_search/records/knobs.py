@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 
-from scent_search.config import PRECISIONS
+from scent_search.config import PRECISIONS, SPATIAL_BIASES
 
 MODEL, TARGET, TRAIN = "model", "target", "train"  # the configs a knob sets
 
@@ -33,6 +33,11 @@ def _bandwidths(choices: Sequence[tuple[float, ...]]) -> str | None:
 def _precisions(choices: Sequence[str]) -> str | None:
     bad = [p for p in choices if p not in PRECISIONS]
     return f"choices must be in {list(PRECISIONS)}, got {bad}" if bad else None
+
+
+def _biases(choices: Sequence[str]) -> str | None:
+    bad = [b for b in choices if b not in SPATIAL_BIASES]
+    return f"choices must be in {list(SPATIAL_BIASES)}, got {bad}" if bad else None
 
 
 def _log_range(choices: Sequence[float]) -> str | None:
@@ -104,6 +109,8 @@ KNOBS: Mapping[str, Knob] = {k.name: k for k in (
     # must be scalars, so a choice is stored as its label "128,32".
     Knob("sigma_ls", tuple[float, ...], (MODEL,), "s", ((64.0,), (128.0, 32.0), (128.0, 64.0, 32.0)), _bandwidths,
          to_optuna=sigma_label, from_optuna=scales_of),
+    # Opt-in: modulation_ca's locality prior (else the [model] value, "grid" by default).
+    Knob("spatial_bias", str, (MODEL,), "bias", None, _biases),
     # Opt-in memory levers: the step's autocast dtype and activation checkpointing of the decoder stacks.
     # A trial trains at the step shape whose peak is its constraint, so they set the target and training.
     Knob("precision", str, (TARGET, TRAIN), "", None, _precisions),

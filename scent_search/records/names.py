@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-GIB = 2**30  # bytes per GiB: the unit of budget_gib and peak_gib
-
-
-def gib(nbytes: int | float) -> float:
-    return nbytes / GIB
-
-
-# The memory breakdown (DESIGN.md section 4): the model's parts that hold activations, named as the model
-# names its modules, then the training state. A breakdown holds every name and sums to the peak.
-COMPONENTS = ("encoder", "processor", "modulation_ca", "bandwidth_lins", "modulation_lins", "hv_lins", "skips")
-STATE = ("parameters", "gradients", "optimizer_state", "other")
-BREAKDOWN_KEYS = COMPONENTS + STATE
+from scent_search.units import BREAKDOWN_KEYS, COMPONENTS, GIB, STATE, gib  # noqa: F401 (re-exported)
 
 # The constraint: Optuna 5 stores `trial.set_constraint(key, v)` as system attr "constraints:<key>";
 # optuna-dashboard 0.21 reads only the legacy list attr "constraints". Feasible iff every value <= 0.

@@ -22,11 +22,10 @@ import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.storages import RDBStorage
 
+from scent_search.db import engine_kwargs
 from scent_search.errors import ConfigError, StorageError
 
 DEFAULT_STORAGE = "sqlite:///studies/default.db"  # DESIGN.md section 7: `run` with no spec stores here
-SQLITE_BUSY_TIMEOUT_S = 60  # a dashboard reading the file must not make a worker fail on "database is locked"
-PG_CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the OS's TCP timeout
 
 
 def safe_url(url: str) -> str:
@@ -54,16 +53,6 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
-
-
-def engine_kwargs(url: str) -> dict[str, Any]:
-    backend = parse_url(url).get_backend_name()
-    if backend == "sqlite":
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    if backend == "postgresql":
-        # pre_ping: a worker that idled through a server restart reconnects instead of failing its trial.
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
-    return {"pool_pre_ping": True}
 
 
 def reason(e: BaseException, url: str) -> str:

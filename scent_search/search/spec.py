@@ -208,7 +208,7 @@ class StudySpec:
                 f"model.patch_size={patch}")
         # Every single choice must give a valid model with the fixed arguments.
         for knob in MODEL_KNOBS:
-            for choice in self.space[knob]:
+            for choice in self.space[knob] or ():
                 try:
                     self.model.replace(**{knob: choice})
                 except ConfigError as e:
@@ -223,7 +223,7 @@ class StudySpec:
                 continue
             v = getattr(self, f.name)
             out[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
-        out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_KNOBS}
+        out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_KNOBS or self.space[k] is None}
         out["train"] = {k: v for k, v in out["train"].items() if k not in ("precision", "checkpointing")}
         return out
 
@@ -239,9 +239,11 @@ class StudySpec:
         data["source"] = source
         if "name" not in data and source:
             data["name"] = Path(source).stem
-        model = data.get("model", {})
+        model, space = data.get("model", {}), data.get("space", {})
         if isinstance(model, Mapping):
-            searched = sorted(set(model) & set(MODEL_KNOBS))
+            # Searched: a knob with default choices, or an opt-in one that [space] lists.
+            searched = sorted(k for k in set(model) & set(MODEL_KNOBS)
+                              if KNOBS[k].default is not None or (isinstance(space, Mapping) and space.get(k) is not None))
             if searched:
                 raise ConfigError(f"model.{searched[0]}", "is searched: give its choices in [space], not in [model]",
                                   source)

@@ -29,7 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scent_search.errors import StorageError
 from scent_search.records import CONSTRAINT_PREFIX, LEGACY_CONSTRAINTS_KEY, safe_url, sqlite_file
-from scent_search.records.storage import OPEN_ERRORS, engine_kwargs, open_error, parse_url
+from scent_search.db import engine_kwargs
+from scent_search.records.storage import OPEN_ERRORS, open_error, parse_url
 from scent_search.search.spec import HeartbeatSpec, StudySpec
 
 

@@ -88,3 +88,26 @@ def test_spec_round_trips_through_its_dict(tmp_path):
     spec = load_spec(write_spec(tmp_path))
     again = StudySpec.from_dict({k: v for k, v in spec.to_dict().items()}, source=spec.source)
     assert again == spec
+
+
+def test_spatial_bias_is_an_opt_in_knob(tmp_path):
+    """Fixed in [model] unless [space] lists it; searched, its choices are checked and it sets the model."""
+    from scent_search.search import load_spec
+
+    base = "name = 's'\nbudget_gib = 1.0\n"
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(base + "[model]\nspatial_bias = 'raster'\n")
+    spec = load_spec(fixed)
+    assert spec.space["spatial_bias"] is None and spec.model.spatial_bias == "raster"
+    assert spec.to_dict()["model"]["spatial_bias"] == "raster"  # kept for the resume check
+    searched = tmp_path / "searched.toml"
+    searched.write_text(base + "[space]\nspatial_bias = ['grid', 'none']\n")
+    assert load_spec(searched).space["spatial_bias"] == ("grid", "none")
+    both = tmp_path / "both.toml"
+    both.write_text(base + "[model]\nspatial_bias = 'grid'\n[space]\nspatial_bias = ['grid', 'none']\n")
+    with pytest.raises(ConfigError, match="model.spatial_bias: is searched"):
+        load_spec(both)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + "[space]\nspatial_bias = ['grid', 'cosine']\n")
+    with pytest.raises(ConfigError, match="space.spatial_bias: choices must be in"):
+        load_spec(bad)

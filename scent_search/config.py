@@ -88,10 +88,12 @@ class TargetShape:
     precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
     checkpointing: bool = False  # activation checkpointing of the decoder stacks
     optimizer: str = "adam"
+    grad_clip: float = 1.0  # the step clips the global grad norm as the training does (0: no clipping)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "queries", "lr_size"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.grad_clip >= 0, "grad_clip", f"must be >= 0, got {self.grad_clip}")
         _check(self.precision in PRECISIONS, "precision", f"must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _check(self.optimizer == "adam", "optimizer", f"only 'adam' is supported, got {self.optimizer!r}")
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,6 +31,7 @@ from scent_search.config import ModelConfig, TrainConfig
 from scent_search.data import (DataSplit, QuerySampler, ValidationSet, bicubic_upsample, load_data,
                                make_validation_set)
 from scent_search.errors import NonFiniteLoss, OutOfMemory
+from scent_search.step import autocast_stages, make_optimizer, train_step
 
 PSNR_CAP_DB = 100.0  # PSNR of identical images (MSE 0) is reported as this, not inf, so objectives stay finite
 OBJECTIVE_SCALE = 4.0  # the reported PSNR is at x4 (HR 128 from LR 32)
@@ -65,13 +65,6 @@ class EvalResult:
     bicubic: dict[float, float]
 
 
-def _autocast(device: torch.device, precision: str):
-    # bf16 autocast on CUDA only; on CPU bf16 matmuls are slow and the target is the GPU step.
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, val_set: ValidationSet, *, chunk: int = 4096, batch_size: int = 16,
              precision: str = "fp32") -> EvalResult:
@@ -90,7 +83,7 @@ def evaluate(model: nn.Module, val_set: ValidationSet, *, chunk: int = 4096, bat
             for i in range(0, n, batch_size):
                 lr, hr = v.lr[i:i + batch_size], v.hr[i:i + batch_size]  # (b, 3, h, w), (b, 3, H, W)
                 coords = v.coords.expand(lr.shape[0], -1, -1)  # (b, H*W, 2)
-                with _autocast(lr.device, precision):
+                with autocast_stages(lr.device.type, precision)("forward"):  # as the training forward runs
                     rgb = model.decode_chunked(lr, coords, chunk)  # (b, H*W, 3)
                 pred = rgb.float().clamp(0, 1).view(-1, H, W, 3).permute(0, 3, 1, 2)  # (b, 3, H, W)
                 scores.append(psnr(pred, hr, v.shave))
@@ -133,11 +126,6 @@ class TrainResult:
 
 # FLOPs of one training step (fwd + bwd) per (model config, batch, queries, LR side, checkpointing).
 _FLOPS_CACHE: dict[tuple, int] = {}
-
-
-def _loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 loss over (B, Q, 3) RGB predictions and targets."""
-    return F.l1_loss(pred.float(), target)
 
 
 def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -192,8 +180,8 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, split: DataSplit, device: t
     scales = tuple(sorted({OBJECTIVE_SCALE, *cfg.eval_scales}))
     val_set = make_validation_set(split.val, hr_size=cfg.val_hr_size, scales=scales, n_crops=cfg.val_crops,
                                   device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(model.parameters(), cfg.lr)
+    stages = autocast_stages(device.type, cfg.precision)  # bf16 autocast on CUDA only: the target is the GPU step
     flops_key = (model_cfg, cfg.batch_size, cfg.sample_q, cfg.lr_size, cfg.checkpointing)
 
     def run_eval(index: int) -> EvalResult:
@@ -210,6 +198,12 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, split: DataSplit, device: t
     step, train_s, first_step_s = 0, 0.0, 0.0
     next_eval = 1  # evaluation k (1..eval_points) happens once progress >= k / eval_points; the last at the end
 
+    def check_loss(loss: torch.Tensor) -> None:
+        """Stop on a non-finite loss before its backward (a host read of the loss, once per step)."""
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise NonFiniteLoss(f"training loss became {losses[-1]} at step {step + 1}")
+
     def progress_now() -> float:
         return max(step / cfg.steps, train_s / cfg.seconds if cfg.seconds else 0.0)
 
@@ -223,19 +217,10 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, split: DataSplit, device: t
             count = flops_key not in _FLOPS_CACHE
             flop_counter = FlopCounterMode(display=False) if count else None
             with flop_counter or contextlib.nullcontext():
-                with _autocast(device, cfg.precision):
-                    pred = model(batch.lr, batch.coords)  # (B, Q, 3)
-                loss = _loss(pred, batch.rgb)
-                loss_val = loss.item()
-                if not math.isfinite(loss_val):
-                    raise NonFiniteLoss(f"training loss became {loss_val} at step {step + 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                train_step(model, opt, batch.lr, batch.coords, batch.rgb, grad_clip=cfg.grad_clip, stages=stages,
+                           on_loss=check_loss)
             if count:
                 _FLOPS_CACHE[flops_key] = int(flop_counter.get_total_flops())
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
@@ -243,7 +228,6 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, split: DataSplit, device: t
             if step == 0:
                 first_step_s = dt  # warm-up (and FLOP counting): left out of the throughput
             step += 1
-            losses.append(loss_val)
             bar.update(1)
             p = progress_now()
             if p < 1.0 and next_eval < cfg.eval_points and p >= next_eval / cfg.eval_points:

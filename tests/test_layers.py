@@ -25,7 +25,7 @@ LAYERS = (
     ("records",),
     ("compat",),
     ("memory", "train"),
-    ("model", "data"),
+    ("model", "data", "step"),
     ("config", "errors", "mapping", "units", "db", "__init__"),
 )
 # Same row, allowed across units (the ground: config uses mapping and errors; the package's __init__

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import scent_search.train as train_mod
+import scent_search.step as step_mod
 from scent_search.config import ModelConfig, TrainConfig
-from scent_search.data import ImageSource, bicubic_upsample, make_validation_set
+from scent_search.data import DataSplit, ImageSource, bicubic_upsample, make_validation_set
 from scent_search.errors import DataError, NonFiniteLoss, OutOfMemory
 from scent_search.model import MambaSCENTHybrid
 from scent_search.train import PSNR_CAP_DB, evaluate, load_data, lr_factor, psnr, train
@@ -149,14 +149,14 @@ def test_callback_exception_propagates_to_stop_the_run(small_data):
 
 
 def test_nan_loss_stops_the_run_with_the_nan_reason(small_data, monkeypatch):
-    real, calls = train_mod._loss, []
+    real, calls = step_mod.l1_loss, []
 
     def poisoned(pred, target):
         calls.append(1)
         loss = real(pred, target)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(train_mod, "_loss", poisoned)
+    monkeypatch.setattr(step_mod, "l1_loss", poisoned)
     with pytest.raises(NonFiniteLoss, match="step 3") as e:
         train(TINY, FAST.replace(steps=50), small_data, "cpu")
     assert e.value.reason == "nan" and len(calls) == 3
@@ -189,7 +189,7 @@ def test_bad_data_gives_the_named_error(tmp_path):
         train(TINY, FAST, tmp_path / "empty", "cpu")
     good = np.zeros((40, 40, 3), np.uint8)
     src = ImageSource([good, np.zeros((20, 60, 3), np.uint8)], ["fine.png", "short.png"])
-    split = train_mod.DataSplit(train=src, val=ImageSource([good], ["v.png"]), spec="test")
+    split = DataSplit(train=src, val=ImageSource([good], ["v.png"]), spec="test")
     with pytest.raises(DataError, match="short.png"):
         train(TINY, FAST, split, "cpu")
 

@@ -24,8 +24,10 @@ in (B, Q, h, d) layout plus a (B, h, Q) fp32 logsumexp, and no (B, h, Q, M) matr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -69,6 +71,17 @@ class CudaAutocast(TorchFunctionMode):
 
     def clear_cache(self) -> None:
         self._cache.clear()
+
+    @contextlib.contextmanager
+    def region(self, cache: bool) -> Iterator[None]:
+        """Autocast on inside (with or without the weight cache); leaving it drops the cached bf16 copies, as
+        leaving `torch.autocast` does."""
+        self.enabled, self.cache_enabled = True, cache
+        try:
+            yield
+        finally:
+            self.enabled = False
+            self.clear_cache()
 
     def _low(self, t):
         if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype not in (torch.float64, self.dtype)):

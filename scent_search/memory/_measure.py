@@ -6,28 +6,15 @@ next profile in the same process starts from the same baseline.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 
 import torch
-import torch.nn.functional as F
 
 from scent_search.config import ModelConfig, TargetShape
-from scent_search.memory._predict import GRAD_CLIP, predict, split_breakdown
+from scent_search.memory._predict import predict, split_breakdown
 from scent_search.memory._profile import COMPONENTS, MemoryProfile, versions
 from scent_search.model import MambaSCENTHybrid
-
-
-def train_step(model, opt, lr, coords, rgb, precision: str) -> None:
-    """One step exactly as train.py runs it: forward (autocast), L1 loss, zero_grad, backward, clip, Adam."""
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    with autocast:
-        pred = model(lr, coords)  # (B, Q, 3)
-    loss = F.l1_loss(pred.float(), rgb)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(list(model.parameters()), GRAD_CLIP)
-    opt.step()
+from scent_search.step import autocast_stages, make_optimizer, train_step
 
 
 def _setup(cfg: ModelConfig, shape: TargetShape, dev: torch.device) -> dict:
@@ -36,18 +23,19 @@ def _setup(cfg: ModelConfig, shape: TargetShape, dev: torch.device) -> dict:
     model.set_checkpointing(shape.checkpointing)
     model.train()
     B, Q, S = shape.batch_size, shape.queries, shape.lr_size
-    return {"model": model, "opt": torch.optim.Adam(model.parameters(), lr=1e-4),
+    return {"model": model, "opt": make_optimizer(model.parameters(), 1e-4),
             "lr": torch.rand(B, 3, S, S, device=dev), "coords": torch.rand(B, Q, 2, device=dev) * 2 - 1,
             "rgb": torch.rand(B, Q, 3, device=dev)}
 
 
-def _measured_step(state: dict, precision: str, dev: torch.device) -> tuple[int, int]:
+def _measured_step(state: dict, precision: str, grad_clip: float, dev: torch.device) -> tuple[int, int]:
     """Warm-up step (Adam state, cuBLAS workspaces), reset the peak counters, measured step. Locals die here."""
-    args = (state["model"], state["opt"], state["lr"], state["coords"], state["rgb"], precision)
-    train_step(*args)
+    args = (state["model"], state["opt"], state["lr"], state["coords"], state["rgb"])
+    step = dict(grad_clip=grad_clip, stages=autocast_stages("cuda", precision))
+    train_step(*args, **step)
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
-    train_step(*args)
+    train_step(*args, **step)
     torch.cuda.synchronize(dev)
     return torch.cuda.max_memory_allocated(dev), torch.cuda.max_memory_reserved(dev)
 
@@ -70,7 +58,7 @@ def measure(cfg: ModelConfig, shape: TargetShape, device: str = "cuda") -> Memor
             state.update(_setup(cfg, shape, dev))
             backend = state["model"].processor_backend
             n_params = state["model"].num_params()
-            peak_alloc, peak_res = _measured_step(state, shape.precision, dev)
+            peak_alloc, peak_res = _measured_step(state, shape.precision, shape.grad_clip, dev)
     except torch.cuda.OutOfMemoryError:
         oom = True
     except RuntimeError as e:  # cuBLAS / cuDNN allocation failures surface as plain RuntimeErrors

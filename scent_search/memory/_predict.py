@@ -11,9 +11,9 @@ import contextlib
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scent_search.config import ModelConfig, TargetShape
@@ -22,9 +22,7 @@ from scent_search.memory._profile import BREAKDOWN_KEYS, COMPONENTS, DEFAULT_MAR
 from scent_search.memory._tracker import Components, StorageTracker, round_alloc
 from scent_search.model import MambaSCENTHybrid
 from scent_search.model.processor import SCAN_CHUNK, Mamba, mamba_ssm_available
-
-GRAD_CLIP = 1.0  # train.py clips the global grad norm (TrainConfig.grad_clip default); a few small tensors
-
+from scent_search.step import Stages, make_optimizer, train_step
 
 @dataclass(frozen=True)
 class Adjustments:
@@ -101,6 +99,25 @@ def adam_step(opt: torch.optim.Adam, tracker: StorageTracker, analytic: bool = T
     tracker.transient(sum(round_alloc(p.numel() * p.element_size()) for p in params), "optimizer_state")
 
 
+def _stages(emu: cm.CudaAutocast | None, cpu_bf16: bool, comps: Components) -> Stages:
+    """The prediction's wrapping of the step's stages: CUDA's autocast (emulated) around the forward and the
+    checkpoint recomputation in backward, and the breakdown's labels for the gradient clip and the Adam step."""
+
+    @contextlib.contextmanager
+    def stages(name: str) -> Iterator[None]:
+        if name == "forward":
+            region = emu.region(cache=True) if emu is not None else \
+                torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext()
+        elif name == "backward":  # checkpoint recomputation re-enters autocast, without its weight cache
+            region = emu.region(cache=False) if emu is not None else contextlib.nullcontext()
+        else:
+            region = comps.phase({"clip": "gradients", "optimizer": "optimizer_state"}[name])
+        with region:
+            yield
+
+    return stages
+
+
 def run_step(cfg: ModelConfig, shape: TargetShape, backend: str, adj: Adjustments, mode: str = "fake",
              real_adam: bool = False):
     """Track one training step; returns (tracker, n_params). `mode`: 'fake' (prediction) or 'real' (CPU)."""
@@ -126,7 +143,7 @@ def run_step(cfg: ModelConfig, shape: TargetShape, backend: str, adj: Adjustment
         rgb = _fill(torch.empty(B, Q, 3), real)
         # State of a step after warm-up (measured steps are the second one): Adam moments, and the previous
         # step's gradients, which train.py frees only after the forward (zero_grad sits before backward).
-        opt = torch.optim.Adam(params, lr=1e-4, foreach=True)  # foreach: the CUDA default implementation
+        opt = make_optimizer(params, 1e-4)
         for p in params:
             p.grad = torch.zeros_like(p)
             # `step` lives on the host on CUDA (capturable=False): not device memory, so not tracked
@@ -147,31 +164,12 @@ def run_step(cfg: ModelConfig, shape: TargetShape, backend: str, adj: Adjustment
 
         bf16 = shape.precision == "bf16"
         emu = cm.CudaAutocast(torch.bfloat16) if (bf16 and adj.cuda_autocast) else None
-        cpu_autocast = torch.autocast("cpu", dtype=torch.bfloat16) if (bf16 and not adj.cuda_autocast) \
-            else contextlib.nullcontext()
         comps.recompute_mode = emu
         attention = cm.CudaAttention() if adj.efficient_attention else contextlib.nullcontext()
         with tracker, attention, (emu or contextlib.nullcontext()):
-            if emu is not None:
-                emu.enabled = True
-            with cpu_autocast:
-                pred = model(lr, coords)  # (B, Q, 3)
-            if emu is not None:
-                emu.enabled = False
-                emu.clear_cache()  # leaving the autocast context drops the cached bf16 weight copies
-            loss = F.l1_loss(pred.float(), rgb)  # train.py's _loss, outside autocast
-            opt.zero_grad(set_to_none=True)
-            if emu is not None:  # checkpoint recomputation re-enters autocast (without its weight cache)
-                emu.enabled, emu.cache_enabled = True, False
-            # not loss.backward(): a torch-function mode handling Tensor.backward is popped for the whole backward
-            torch.autograd.backward(loss)
-            if emu is not None:
-                emu.enabled = False
-            del pred, loss
-            with comps.phase("gradients"):
-                torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP, foreach=True)
-            with comps.phase("optimizer_state"):
-                adam_step(opt, tracker, analytic=not real_adam)
+            train_step(model, opt, lr, coords, rgb, grad_clip=shape.grad_clip,
+                       stages=_stages(emu, bf16 and not adj.cuda_autocast, comps),
+                       optimizer_step=None if real_adam else functools.partial(adam_step, opt, tracker))
     comps.remove()
     return tracker, n_params
 

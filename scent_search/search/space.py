@@ -37,3 +37,19 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
     # training's equal to the target's; a searched lever sets both).
     return TrialConfig(model=spec.model.replace(**sets[MODEL]), shape=spec.target.replace(**sets[TARGET]),
                        train=spec.train.replace(**sets[TRAIN]))
+
+
+def discrete_configs(spec: StudySpec) -> list[TrialConfig]:
+    """Every combination of the searched discrete knobs (a searched `lr` range keeps the training's value)."""
+    import itertools
+
+    names = [n for n, k in KNOBS.items() if spec.space[n] is not None and not k.log_range]
+    out = []
+    for values in itertools.product(*(spec.space[n] for n in names)):
+        sets: dict[str, dict] = {MODEL: {}, TARGET: {}, TRAIN: {}}
+        for name, value in zip(names, values):
+            for config in KNOBS[name].sets:
+                sets[config][name] = value
+        out.append(TrialConfig(model=spec.model.replace(**sets[MODEL]), shape=spec.target.replace(**sets[TARGET]),
+                               train=spec.train.replace(**sets[TRAIN])))
+    return out

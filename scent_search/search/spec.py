@@ -197,6 +197,8 @@ class StudySpec:
         # A trial trains at the precision / checkpointing of the step whose memory is its constraint.
         object.__setattr__(self, "train", self.train.replace(precision=self.target.precision,
                                                              checkpointing=self.target.checkpointing))
+        # ... and the step whose memory is measured clips gradients as the training does.
+        object.__setattr__(self, "target", self.target.replace(grad_clip=self.train.grad_clip))
         patch = self.model.patch_size
         require(self.target.lr_size % patch == 0, "target.lr_size",
                 f"{self.target.lr_size} is not divisible by model.patch_size={patch}")
@@ -225,6 +227,7 @@ class StudySpec:
             out[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
         out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_KNOBS or self.space[k] is None}
         out["train"] = {k: v for k, v in out["train"].items() if k not in ("precision", "checkpointing")}
+        out["target"] = {k: v for k, v in out["target"].items() if k != "grad_clip"}  # the training's
         return out
 
     @classmethod
@@ -253,6 +256,10 @@ class StudySpec:
                 if key in train:
                     raise ConfigError(f"train.{key}", "set it in [target] (or search it in [space]): "
                                       "a trial trains at the step shape whose memory is the constraint", source)
+        target = data.get("target", {})
+        if isinstance(target, Mapping) and "grad_clip" in target:
+            raise ConfigError("target.grad_clip", "set it in [train]: the measured step clips as the training does",
+                              source)
         if "space" in data:
             data["space"] = SearchSpace.from_dict(data["space"], source=source)
         for key, sub in _SPEC_TABLES.items():

@@ -20,7 +20,7 @@ def test_simulated_cuda_oom_is_a_does_not_fit_result(monkeypatch, tiny_cfg):
     def setup(cfg, shape, dev):
         return real_setup(cfg, shape, torch.device("cpu"))
 
-    def oom_step(*args):
+    def oom_step(*args, **kwargs):
         calls.append(1)
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

@@ -49,9 +49,15 @@ def test_selective_scan_float32_close_to_float64_reference():
     torch.testing.assert_close(y32.double(), selective_scan_ref(*args), rtol=1e-4, atol=1e-4)
 
 
-def test_selective_scan_stays_finite_under_extreme_decay():
-    args = scan_inputs(2, 64, 8, dtype=torch.float32, dt_scale=200.0)  # up to thousands of nats per token
-    assert torch.isfinite(selective_scan(*args)).all()
+@pytest.mark.parametrize("dt_scale", [200.0, 2000.0])
+def test_selective_scan_and_its_gradients_stay_finite_under_extreme_decay(dt_scale):
+    """Up to tens of thousands of nats per token. Gradients too: a division by the decay once squared it in
+    backward, and a training run turned to NaN."""
+    args = [t.requires_grad_() for t in scan_inputs(2, 64, 8, dtype=torch.float32, dt_scale=dt_scale)]
+    y = selective_scan(*args)
+    assert torch.isfinite(y).all()
+    grads = torch.autograd.grad(y.square().sum(), args)
+    assert all(torch.isfinite(g).all() for g in grads)
 
 
 def test_mamba_block_has_mamba_ssm_parameter_names_and_shapes():

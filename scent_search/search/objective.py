@@ -8,7 +8,8 @@
    view ranks or plots it by a PSNR it never measured: optuna-dashboard ranks and plots only values,
    Optuna's `best_trial` only COMPLETE trials, while TPE still reads it as infeasible (Optuna 5 checks the
    constraint before the state). Its record keeps the peak, the constraint and `feasible = false`;
-5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR;
+5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR (multi-objective
+   studies: the final PSNR and the peak in GiB, no reports: Optuna cannot prune them);
    A config already trained to completion in this study is not trained again: its results are
    copied, with user attr `duplicate_of` (training is deterministic per config).
 6. OOM / NaN in training: user attr `fail_reason`, then `TrainingFailed` propagates and the runner
@@ -77,7 +78,7 @@ class Objective:
 
     # -- the trial --------------------------------------------------------------------------------
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = suggest(trial, self.spec)
         peak_gib = self._constrain(trial, cfg, self.probe(cfg.model, cfg.shape))
         if peak_gib > self.spec.budget_gib:
@@ -85,7 +86,9 @@ class Objective:
             raise optuna.TrialPruned(f"infeasible: peak {peak_gib:.3f} GiB > budget {self.spec.budget_gib:g} GiB, "
                                      "not trained")
         previous = self._trained_twin(trial)
-        return self._reuse(trial, previous) if previous is not None else self._train(trial, cfg)
+        psnr = self._reuse(trial, previous) if previous is not None else self._train(trial, cfg)
+        values = [{"psnr": psnr, "peak_memory": peak_gib}[name] for name in self.spec.objectives]
+        return values[0] if len(values) == 1 else values
 
     # Copied from a completed twin: training is deterministic for a config (fixed seed and data), so a
     # re-suggested config would only spend its training time again to get the same PSNR.
@@ -125,6 +128,8 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, cfg: TrialConfig) -> float:
         def on_eval(index: int, psnr: float) -> None:
+            if self.spec.multi_objective:
+                return  # Optuna refuses reports (and pruning) in a multi-objective study
             trial.report(psnr, index)  # step = eval point index (0, 1, ...): pruner options count evals
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at eval point {index + 1} with PSNR {psnr:.2f} dB")

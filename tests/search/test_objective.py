@@ -134,3 +134,49 @@ def test_retry_respects_max_retry(sqlite_url, study_name):
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={"retry_history": [0, 1]}))
     RetryStaleTrial(max_retry=2)(study, study.trials[0])
     assert len(study.trials) == 1
+
+
+def _multi_objective_spec(tmp_path):
+    from tests.search.conftest import write_spec
+
+    return write_spec(tmp_path, name="mo.toml", multi_objective=True)
+
+
+def test_studies_name_their_metric_for_the_dashboard(spec_path, sqlite_url, study_name, fake_probe, fake_train):
+    _, study = _run(spec_path, sqlite_url, study_name, 1, budget=100.0, train=fake_train, probe=fake_probe)
+    assert study.metric_names == ["PSNR ×4 (dB)"]
+
+
+def test_resuming_an_older_study_names_its_metric(spec_path, sqlite_url, study_name, fake_probe, fake_train):
+    optuna.create_study(study_name=study_name, storage=sqlite_url, direction="maximize")  # before metric names
+    _, study = _run(spec_path, sqlite_url, study_name, 1, budget=100.0, train=fake_train, probe=fake_probe)
+    assert study.metric_names == ["PSNR ×4 (dB)"]
+
+
+def test_multi_objective_study_maximises_psnr_and_minimises_the_peak(tmp_path, sqlite_url, study_name, fake_probe,
+                                                                    fake_train):
+    from scent_search.search import load_spec
+
+    path = _multi_objective_spec(tmp_path)
+    out, study = _run(path, sqlite_url, study_name, 8, budget=budget_between(load_spec(path)), train=fake_train,
+                      probe=fake_probe)
+    assert out.finished == 8 and not out.errors
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert study.metric_names == ["PSNR ×4 (dB)", "peak memory (GiB)"]
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    infeasible = [t for t in study.trials if t.user_attrs["feasible"] is False]
+    assert complete and infeasible
+    for t in complete:
+        assert t.values == [t.user_attrs["psnr"], pytest.approx(t.user_attrs["peak_gib"])]
+        assert t.intermediate_values == {}  # Optuna cannot report (or prune) a multi-objective trial
+    assert all(t.state == TrialState.PRUNED and t.values is None for t in infeasible)
+    assert study.best_trials and all(t.user_attrs["feasible"] for t in study.best_trials)
+
+
+def test_resume_refuses_to_switch_modes(tmp_path, spec_path, sqlite_url, study_name, fake_probe, fake_train):
+    from scent_search.errors import ConfigError
+
+    _run(spec_path, sqlite_url, study_name, 1, budget=100.0, train=fake_train, probe=fake_probe)
+    with pytest.raises(ConfigError, match="objectives: .* cannot switch modes") as e:
+        prepare_run(_multi_objective_spec(tmp_path), storage=sqlite_url, study_name=study_name, memory_budget=100.0)
+    assert "\n" not in str(e.value)

@@ -325,11 +325,15 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
     bicubic = f"{b['bicubic_psnr']:.2f} dB" if b["bicubic_psnr"] is not None else "?"
     peak = f"{b['peak_gib']:.3f} GiB" if b["peak_gib"] is not None else "? GiB"
     click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {bicubic})  "
-               f"peak {peak} ({b['peak_source']}) of {budget}")
+               f"peak {peak} ({b['peak_provenance']}) of {budget}")
     for k, v in b["params"].items():
         click.echo(f"  {k:<20s} {v}")
     if data.get("model_config"):
         click.echo("  model config: " + json.dumps(data["model_config"]))
+    if len(data["objectives"]) > 1:  # a multi-objective study optimises the whole front
+        click.echo("Pareto set (PSNR vs peak memory, trained feasible trials):")
+        for r in data["pareto"]:
+            click.echo(f"  trial {r['trial']:>4d}  peak {r['peak_gib']:.3f} GiB  PSNR {r['psnr']:.2f} dB")
 
 # ---- report commands: report, dashboard ----------------------------------------------------------
 

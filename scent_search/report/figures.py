@@ -151,7 +151,9 @@ def pareto_figure(summary: StudySummary, height: int = 560) -> go.Figure:
             hoverinfo="text",
             mode="lines+markers+text" if pareto else "markers",
             text=[f"#{r.number}" for r in group] if pareto else None,
-            textposition="top center", textfont={"color": colour, "size": 11},
+            # alternate sides, so that the labels of neighbouring front points do not overlap
+            textposition=["top left" if i % 2 == 0 else "top right" for i in range(len(group))],
+            textfont={"color": colour, "size": 11},
             line={"shape": "hv", "color": colour, "width": 2} if pareto else None,
             marker={"symbol": symbol, "color": colour, "size": 15 if group_id == REPEAT else 11 if pareto else 9,
                     "line": {"width": 1.5, "color": colour}},

@@ -78,16 +78,35 @@ def _parse_set(items: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     return out
 
 
-def _profile_table(prof: Any, margin: float, extra: dict[str, Any]) -> str:
-    lines = [f"{'component':<22}{'GiB':>10}"]
-    for k, v in prof.breakdown.items():
-        lines.append(f"{k:<22}{gib(v):>10.3f}")
-    for k, v in prof.scale_breakdown.items():
-        lines.append(f"  {k:<20}{gib(v):>10.3f}")
-    lines.append(f"{'peak allocated':<22}{gib(prof.peak_allocated_bytes):>10.3f}")
+def _profile_rows(prof: Any, margin: float, calibration_pairs: int) -> list[Any]:
+    """The profile's peak itemised as the search records it (`records.peak_rows`): sums to the constraint."""
+    from scent_search.memory import RESERVED_ALLOWANCE_BYTES
+    from scent_search.records import PREDICTED, peak_rows
+
+    predicted = prof.source == PREDICTED
+    return peak_rows(prof.breakdown, source=prof.source, allocated_bytes=prof.peak_allocated_bytes,
+                     constraint_bytes=prof.constraint_bytes(margin), margin=margin if predicted else None,
+                     allowance_bytes=RESERVED_ALLOWANCE_BYTES if predicted else None,
+                     calibration_pairs=calibration_pairs, oom=prof.oom)
+
+
+def _profile_table(prof: Any, rows: list[Any], calibration_pairs: int, extra: dict[str, Any]) -> str:
+    from scent_search.records import provenance
+
+    lines = [f"{'part of the peak':<22}{'GiB':>10}   from"]
+    subtotal = False
+    for row in rows:
+        if row.overhead and not subtotal:  # the components end: their sum is the allocated peak
+            lines.append(f"{'= peak allocated':<22}{gib(prof.peak_allocated_bytes):>10.3f}   the parts above")
+            subtotal = True
+        lines.append(f"{row.name:<22}{row.gib:>10.3f}   {row.note}".rstrip())
+        lines += [f"  {k:<20}{gib(v):>10.3f}   of which" for k, v in prof.scale_breakdown.items()
+                  if k.split("[", 1)[0] == row.name]  # bandwidth_lins[0], ...: one per scale
+    total = sum(row.bytes for row in rows)
+    lines.append(f"{'= constraint':<22}{gib(total):>10.3f}   what the search compares with its budget "
+                 f"({provenance(prof.source, calibration_pairs)})")
     if prof.peak_reserved_bytes is not None:
-        lines.append(f"{'peak reserved':<22}{gib(prof.peak_reserved_bytes):>10.3f}")
-    lines.append(f"{'constraint':<22}{gib(prof.constraint_bytes(margin)):>10.3f}   (margin {margin:.0%})")
+        lines.append(f"{'peak reserved':<22}{gib(prof.peak_reserved_bytes):>10.3f}   measured")
     if prof.capacity_bytes is not None:
         lines.append(f"{'capacity':<22}{gib(prof.capacity_bytes):>10.3f}   fits: {prof.fits}")
     lines.append(f"source: {prof.source} on {prof.device_kind}, backend {prof.backend}, "
@@ -163,11 +182,13 @@ def profile(preset: str, sets: tuple[str, ...], batch_size: int, queries: int, l
                      calibration_margin=round(margin, 4))
     if budget is not None and not max_batch:
         extra["fits_budget"] = prof.constraint_bytes(margin) <= budget * GIB
+    pairs = len(cache.calibration_pairs()) if cache else 0
+    rows = _profile_rows(prof, margin, pairs)
     if as_json:
-        echo_json({"profile": prof.to_dict(), "margin": margin,
-                   "constraint_bytes": prof.constraint_bytes(margin), **extra})
+        echo_json({"profile": prof.to_dict(), "margin": margin, "calibration_pairs": pairs,
+                   "constraint_bytes": prof.constraint_bytes(margin), "rows": [r.to_dict() for r in rows], **extra})
     else:
-        click.echo(_profile_table(prof, margin, extra))
+        click.echo(_profile_table(prof, rows, pairs, extra))
 
 
 @cli.command("seed-check")
@@ -304,11 +325,15 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
     bicubic = f"{b['bicubic_psnr']:.2f} dB" if b["bicubic_psnr"] is not None else "?"
     peak = f"{b['peak_gib']:.3f} GiB" if b["peak_gib"] is not None else "? GiB"
     click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {bicubic})  "
-               f"peak {peak} ({b['peak_source']}) of {budget}")
+               f"peak {peak} ({b['peak_provenance']}) of {budget}")
     for k, v in b["params"].items():
         click.echo(f"  {k:<20s} {v}")
     if data.get("model_config"):
         click.echo("  model config: " + json.dumps(data["model_config"]))
+    if len(data["objectives"]) > 1:  # a multi-objective study optimises the whole front
+        click.echo("Pareto set (PSNR vs peak memory, trained feasible trials):")
+        for r in data["pareto"]:
+            click.echo(f"  trial {r['trial']:>4d}  peak {r['peak_gib']:.3f} GiB  PSNR {r['psnr']:.2f} dB")
 
 # ---- report commands: report, dashboard ----------------------------------------------------------
 

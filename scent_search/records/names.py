@@ -10,6 +10,10 @@ CONSTRAINT_NAME = "peak_memory"  # peak_gib - budget_gib
 LEGACY_CONSTRAINTS_KEY = "constraints"
 CONSTRAINT_PREFIX = LEGACY_CONSTRAINTS_KEY + ":"
 
+# A study's objectives (the spec's `objectives`): name -> (Optuna direction, the metric name Optuna stores and
+# optuna-dashboard shows). A study optimises ["psnr"] or ["psnr", "peak_memory"], in that order.
+OBJECTIVES = {"psnr": ("maximize", "PSNR ×4 (dB)"), "peak_memory": ("minimize", "peak memory (GiB)")}
+
 # Study user attrs: the spec the study was made from (StudySpec.to_dict(), password masked) and the device
 # kind of the run that made it.
 SPEC_ATTR, DEVICE_ATTR = "spec", "device"

@@ -4,7 +4,7 @@
 `to_attrs()` gives the ones that are set, and the objective writes them in stages (a partial record per
 stage). `TrialRecord.from_trial(frozen_trial)` reads them back, tolerating missing and malformed ones
 (a study is read while it runs, and older studies lack newer attrs), and adds what Optuna itself knows
-of the trial (number, state, params, constraint values, duration, retry origin).
+of the trial (number, state, params, constraint values, duration, retry origin, a pruned trial's last report).
 
 To add a recorded value, add one field with `attr(kind)`: it is written, read back and coerced from then on.
 """
@@ -20,8 +20,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from scent_search import compat
-from scent_search.records.names import (BREAKDOWN_KEYS, CONSTRAINT_PREFIX, FAILED, FEASIBLE, GIB, INFEASIBLE,
+from scent_search.records.names import (CONSTRAINT_PREFIX, FAILED, FEASIBLE, GIB, INFEASIBLE,
                                         LEGACY_CONSTRAINTS_KEY, NOT_A_RESULT, PRUNED, RUNNING)
+from scent_search.records.peak import PeakRow, peak_rows, provenance
 
 
 def finite(x: Any) -> float | None:
@@ -66,15 +67,21 @@ class TrialRecord:
     seconds: float | None = None  # start to finish
     retry_of: int | None = None  # the trial a dead worker left, which this one retries
     pareto: bool = False  # set by the report's Pareto extraction
+    last_reported_psnr: float | None = None  # a pruned trial: the PSNR of the last eval point it reached
+    pruned_at: int | None = None  # a pruned trial: that eval point, counted from 1
 
     # -- user attrs: the peak, before anything can fail --
     peak_allocated_bytes: int | None = attr(int)
     peak_reserved_bytes: int | None = attr(int)  # measured, or allocated + the stated margin (predicted)
     peak_gib: float | None = attr(float)  # what the constraint compares with the budget
+    constraint_bytes: int | None = attr(int)  # the same figure in bytes: what `peak_rows` sum to
     peak_source: str | None = attr(str)  # measured | predicted
+    calibration_margin: float | None = attr(float)  # predicted: the margin on allocated bytes it used
+    calibration_pairs: int | None = attr(int)  # predicted: the calibration pairs that margin came from (0: default)
+    reserved_allowance_bytes: int | None = attr(int)  # predicted: the fixed allowance it added
     budget_gib: float | None = attr(float)
     feasible: bool | None = attr(bool)  # from_trial: decided by the constraint values where there are any
-    breakdown: Mapping[str, int] | None = attr(dict)  # component -> bytes (BREAKDOWN_KEYS)
+    breakdown: Mapping[str, int] | None = attr(dict)  # component -> bytes (BREAKDOWN_KEYS), summing to allocated
     n_params: int | None = attr(int)
     backend: str | None = attr(str)  # processor backend: torch | mamba_ssm
     device: str | None = attr(str)
@@ -82,7 +89,7 @@ class TrialRecord:
     worker: str | None = attr(str)  # host:pid
     model_config: Mapping[str, Any] | None = attr(dict)  # ModelConfig.to_dict()
     # -- user attrs: training --
-    psnr: float | None = attr(float)  # from_trial: the final x4 PSNR; for a pruned trial its last reported one
+    psnr: float | None = attr(float)  # the final x4 PSNR of a trial trained to the end (from_trial: else the value)
     bicubic_psnr: float | None = attr(float)
     steps_per_s: float | None = attr(float)
     samples_per_s: float | None = attr(float)
@@ -128,26 +135,32 @@ class TrialRecord:
             retry_of=_integer(system.get("failed_trial")))
         feasible = is_feasible(record.constraints, record.feasible)
         record = dataclasses.replace(record, feasible=feasible)
-        if record.psnr is None:  # no recorded PSNR: the objective value of a trained trial, or the last report
-            if record.status == FEASIBLE and trial.values is not None and len(trial.values) == 1:
-                record = dataclasses.replace(record, psnr=finite(trial.values[0]))
-            elif record.status == PRUNED and trial.intermediate_values:
-                record = dataclasses.replace(record, psnr=finite(trial.intermediate_values[max(trial.intermediate_values)]))
+        if record.status == PRUNED:  # its last report is no final PSNR: it is kept apart from `psnr`
+            last = max(trial.intermediate_values, default=None)
+            record = dataclasses.replace(
+                record, psnr=None, pruned_at=None if last is None else last + 1,
+                last_reported_psnr=None if last is None else finite(trial.intermediate_values[last]))
+        elif record.psnr is None and record.status == FEASIBLE and trial.values is not None \
+                and len(trial.values) == 1:  # an unrecorded PSNR: the objective value of a trained trial
+            record = dataclasses.replace(record, psnr=finite(trial.values[0]))
         return record
 
     # ---- what it means ------------------------------------------------------------------------------
 
     @property
     def status(self) -> str:
-        """FEASIBLE, INFEASIBLE, PRUNED, FAILED or RUNNING (STATUSES)."""
+        """FEASIBLE, INFEASIBLE, PRUNED, FAILED or RUNNING (STATUSES).
+
+        An infeasible trial is PRUNED before training (older studies: COMPLETE with the bicubic PSNR as its
+        value); either way its status is INFEASIBLE, decided by the constraint, never by the state."""
+        if self.state not in (TrialState.COMPLETE.name, TrialState.PRUNED.name, TrialState.FAIL.name):
+            return RUNNING
+        if self.feasible is False and self.state != TrialState.FAIL.name:
+            return INFEASIBLE
         if self.state == TrialState.PRUNED.name:
             return PRUNED
         if self.state == TrialState.FAIL.name:
             return FAILED
-        if self.state != TrialState.COMPLETE.name:
-            return RUNNING
-        if self.feasible is False:
-            return INFEASIBLE
         if self.fail_reason and self.psnr is None:  # completed, but its training ended early (OOM, NaN)
             return FAILED
         return FEASIBLE
@@ -166,16 +179,23 @@ class TrialRecord:
         return self.status != RUNNING and self.peak_gib is not None
 
     @property
-    def breakdown_gib(self) -> dict[str, float]:
-        """`breakdown` in GiB, in BREAKDOWN_KEYS order, unknown names last, non-numbers left out."""
-        raw = self.breakdown or {}
-        names = [c for c in BREAKDOWN_KEYS if c in raw] + sorted(str(k) for k in raw if k not in BREAKDOWN_KEYS)
-        out = {}
-        for name in names:
-            b = finite(raw[name])
-            if b is not None:
-                out[name] = b / GIB
-        return out
+    def provenance(self) -> str | None:
+        """Where the peak comes from: measured, calibrated (predicted with a margin from calibration pairs),
+        predicted; None when the trial has no peak."""
+        return provenance(self.peak_source, self.calibration_pairs)
+
+    @property
+    def peak_rows(self) -> list[PeakRow]:
+        """The peak the constraint uses, itemised (records.peak_rows): components, then what they do not
+        cover; the rows sum to `constraint_bytes` (else `peak_gib` in bytes). [] without a peak."""
+        total = self.constraint_bytes if self.constraint_bytes is not None else \
+            None if self.peak_gib is None else round(self.peak_gib * GIB)
+        if total is None:
+            return []
+        return peak_rows(self.breakdown, source=self.peak_source, allocated_bytes=self.peak_allocated_bytes,
+                         constraint_bytes=total, margin=self.calibration_margin,
+                         allowance_bytes=self.reserved_allowance_bytes, calibration_pairs=self.calibration_pairs,
+                         oom=self.feasible is False and self.fail_reason == "oom")
 
 
 _ATTR_FIELDS = tuple(f for f in dataclasses.fields(TrialRecord) if "attr" in f.metadata)

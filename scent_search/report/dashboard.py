@@ -53,7 +53,7 @@ def refresh_study_artifacts(study: optuna.Study) -> None:
         if record.status == RUNNING:
             continue
         note, version = notes[record.number]
-        body = record_note(record, summary.budget_gib)
+        body = record_note(record, summary.budget_gib, summary.eval_points)
         if note != body and _is_ours(note, record.number):
             compat.save_dashboard_note(study, by_number[record.number], version + 1, body)
 

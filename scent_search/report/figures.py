@@ -18,45 +18,81 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from scent_search.records import BREAKDOWN_KEYS, FAILED, FEASIBLE, INFEASIBLE, PRUNED, TrialRecord
+from scent_search.records import (BREAKDOWN_KEYS, CALIBRATED, FAILED, FEASIBLE, GIB, INFEASIBLE, MEASURED,
+                                  OVERHEAD_ROWS, PREDICTED, PRUNED, TrialRecord)
+from scent_search.records.peak import ALLOWANCE_ROW, MARGIN_ROW, RESERVE_ROW, RESIDUAL_ROW
 from scent_search.report.pareto import StudySummary, pareto_records
 
 TEMPLATE = "plotly_white"
+DASHBOARD_HEIGHT = 450  # px: optuna-dashboard 0.21 draws a custom figure in a box this tall, clipping the rest
 
-# One colour per breakdown component (plotly's 10-colour cycle would repeat the first for "other").
+# One colour per breakdown component (plotly's 10-colour cycle would repeat the first for "other"); greys,
+# hatched, for what the components do not cover.
 COMPONENT_COLOURS = dict(zip(BREAKDOWN_KEYS, ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3",
                                           "#ff6692", "#b6e880", "#ff97ff", "#fecb52", "#8c8c8c")))
+OVERHEAD_COLOURS = {MARGIN_ROW: "#c9c9c9", ALLOWANCE_ROW: "#e6e6e6", RESERVE_ROW: "#d6d6d6", RESIDUAL_ROW: "#f2f2f2"}
 
-# Trace name, marker symbol, colour for each group of the Pareto plot. Every plotted trial is in one group.
+# The groups of the Pareto plot: id, legend name, marker symbol, colour. Every plotted trial is in one group.
+PARETO, REPEAT = "pareto", "repeat"
 _GROUPS = (
-    ("Pareto front", "circle", "#d62728"),
-    (FEASIBLE, "circle", "#1f77b4"),
-    (INFEASIBLE, "x", "#7f7f7f"),
-    (PRUNED, "diamond-open", "#ff7f0e"),
-    (FAILED, "triangle-down-open", "#9467bd"),
+    (PARETO, "Pareto front (#trial)", "circle", "#d62728"),
+    (FEASIBLE, "feasible, trained", "circle", "#1f77b4"),
+    (REPEAT, "repeated config (results copied)", "circle-open", "#17becf"),
+    (PRUNED, "pruned (last reported PSNR)", "diamond-open", "#ff7f0e"),
+    (INFEASIBLE, "infeasible, not trained (at the floor)", "x", "#7f7f7f"),
+    (FAILED, "failed (at the floor)", "triangle-down-open", "#9467bd"),
 )
+
+# How a figure names where its peaks come from (records.provenance).
+PROVENANCE_WORDS = {MEASURED: "measured", CALIBRATED: "predicted with a calibrated margin, not measured",
+                    PREDICTED: "predicted, not measured"}
 
 
 def _group(r: TrialRecord) -> str:
-    return "Pareto front" if r.pareto else r.status
+    if r.pareto:
+        return PARETO
+    if r.status == FEASIBLE and r.duplicate_of is not None:
+        return REPEAT
+    return r.status
 
 
 def _fmt(x: float | None, unit: str = "", digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}{unit}"
 
 
-def hover_text(r: TrialRecord, floor: bool = False) -> str:
+def provenance_label(counts: Mapping[str, int]) -> str:
+    """"predicted, not measured" when every peak comes from one place, else "4 measured, 8 predicted"."""
+    if not counts:
+        return "none yet"
+    if len(counts) == 1:
+        return PROVENANCE_WORDS.get(next(iter(counts)), next(iter(counts)))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+
+
+def pruned_text(r: TrialRecord, eval_points: int | None = None) -> str:
+    """"pruned at eval point 2 of 3, last reported PSNR 24.10 dB" (a pruned trial's report is no final PSNR)."""
+    of = f" of {eval_points}" if eval_points else ""
+    where = f"pruned at eval point {r.pruned_at}{of}" if r.pruned_at is not None else "pruned before any eval point"
+    return where + (f", last reported PSNR {r.last_reported_psnr:.2f} dB" if r.last_reported_psnr is not None else "")
+
+
+def hover_text(r: TrialRecord, eval_points: int | None = None) -> str:
     """Hover label of a trial: its knobs and measurements. Study text is escaped (plotly renders HTML)."""
     e = html.escape
     lines = [f"<b>trial #{r.number}</b> ({r.status}{', Pareto' if r.pareto else ''})"]
     lines += [f"{e(str(k))} = {e(str(v))}" for k, v in r.params.items()]
-    lines.append(f"peak: {_fmt(r.peak_gib, ' GiB', 3)} ({e(r.peak_source or 'unknown source')})")
-    if r.psnr is None:
-        lines.append("PSNR: – (not trained; drawn at the floor)" if floor else "PSNR: –")
+    lines.append(f"peak: {_fmt(r.peak_gib, ' GiB', 3)} "
+                 f"({e(PROVENANCE_WORDS.get(r.provenance or '', r.peak_source or 'unknown source'))})")
+    if r.status == PRUNED:
+        lines.append(e(pruned_text(r, eval_points)))
+    elif r.psnr is not None:
+        lines.append(f"PSNR: {r.psnr:.2f} dB")
     else:
-        lines.append(f"PSNR: {r.psnr:.2f} dB" + (" (last reported)" if r.status == PRUNED else ""))
+        lines.append("PSNR: – (not trained; drawn at the floor)")
     if r.bicubic_psnr is not None:
         lines.append(f"bicubic PSNR: {r.bicubic_psnr:.2f} dB")
+    if r.duplicate_of is not None:
+        lines.append(f"same config as #{r.duplicate_of}: results copied, not retrained")
     if r.fail_reason:
         lines.append(f"fail reason: {e(r.fail_reason)}")
     return "<br>".join(lines)
@@ -68,9 +104,14 @@ def _empty(fig: go.Figure, message: str) -> go.Figure:
     return fig
 
 
+def _shown_psnr(r: TrialRecord) -> float | None:
+    """The PSNR a point is drawn at: the final one, else a pruned trial's last report."""
+    return r.psnr if r.psnr is not None else r.last_reported_psnr
+
+
 def _floor(records: Sequence[TrialRecord]) -> float:
     """Where trials without a PSNR are drawn: 1 dB below every known PSNR (model and bicubic)."""
-    known = [x for r in records for x in (r.psnr, r.bicubic_psnr) if x is not None]
+    known = [x for r in records for x in (_shown_psnr(r), r.bicubic_psnr) if x is not None]
     return (min(known) if known else 0.0) - 1.0
 
 
@@ -80,28 +121,41 @@ def bicubic_level(records: Sequence[TrialRecord]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def pareto_figure(summary: StudySummary) -> go.Figure:
+def _legend_below(title: str) -> dict:
+    """A horizontal legend under the x axis (plotly grows the bottom margin to fit it)."""
+    return {"orientation": "h", "yanchor": "top", "y": -0.16, "x": 0, "xanchor": "left",
+            "title": {"text": html.escape(title), "side": "top"}, "font": {"size": 11}}
+
+
+def pareto_figure(summary: StudySummary, height: int = 560) -> go.Figure:
     """PSNR against peak memory: one point per finished trial with a peak, the budget as a vertical line,
-    the non-dominated trials connected by the attainment staircase."""
+    the non-dominated trials connected by the attainment staircase and labelled with their numbers. The
+    title and the legend say where the peaks come from (measured, predicted, calibrated)."""
     records = [r for r in summary.records if r.plottable]
     floor = _floor(records)
+    provenance = provenance_label(summary.provenances)
     fig = go.Figure()
-    for name, symbol, colour in _GROUPS:
-        group = sorted((r for r in records if _group(r) == name), key=lambda r: (r.peak_gib, r.number))
+    for group_id, name, symbol, colour in _GROUPS:
+        group = sorted((r for r in records if _group(r) == group_id), key=lambda r: (r.peak_gib, r.number))
         if not group:
             continue
-        pareto = name == "Pareto front"
+        pareto = group_id == PARETO
+        ys = [_shown_psnr(r) for r in group]
         fig.add_trace(go.Scatter(
             name=name,
             x=[r.peak_gib for r in group],
-            y=[r.psnr if r.psnr is not None else floor for r in group],
+            y=[floor if y is None else y for y in ys],
             ids=[f"trial-{r.number}" for r in group],
             customdata=[r.number for r in group],
-            hovertext=[hover_text(r, floor=True) for r in group],
+            hovertext=[hover_text(r, summary.eval_points) for r in group],
             hoverinfo="text",
-            mode="lines+markers" if pareto else "markers",
+            mode="lines+markers+text" if pareto else "markers",
+            text=[f"#{r.number}" for r in group] if pareto else None,
+            # alternate sides, so that the labels of neighbouring front points do not overlap
+            textposition=["top left" if i % 2 == 0 else "top right" for i in range(len(group))],
+            textfont={"color": colour, "size": 11},
             line={"shape": "hv", "color": colour, "width": 2} if pareto else None,
-            marker={"symbol": symbol, "color": colour, "size": 11 if pareto else 9,
+            marker={"symbol": symbol, "color": colour, "size": 15 if group_id == REPEAT else 11 if pareto else 9,
                     "line": {"width": 1.5, "color": colour}},
         ))
     if summary.budget_gib is not None:
@@ -111,10 +165,11 @@ def pareto_figure(summary: StudySummary) -> go.Figure:
     if bicubic is not None:
         fig.add_hline(y=bicubic, line={"color": "#2ca02c", "dash": "dot", "width": 1.5},
                       annotation_text=f"bicubic {bicubic:.2f} dB", annotation_position="bottom right")
-    fig.update_layout(template=TEMPLATE, title="PSNR against peak memory",
-                      xaxis_title="peak memory of one training step (GiB)", yaxis_title="validation PSNR, x4 (dB)",
-                      legend={"orientation": "h", "y": -0.18}, hovermode="closest", height=520,
-                      margin={"t": 60, "l": 70, "r": 30})
+    fig.update_layout(template=TEMPLATE,
+                      title={"text": f"PSNR against peak memory<br><sup>peaks {html.escape(provenance)}</sup>"},
+                      xaxis_title="peak memory of one training step (GiB, the constraint's figure)",
+                      yaxis_title="validation PSNR, x4 (dB)", legend=_legend_below(f"peaks {provenance}:"),
+                      hovermode="closest", height=height, margin={"t": 70, "l": 60, "r": 20, "b": 40})
     if not records:
         _empty(fig, "No finished trial with a peak memory yet.")
     elif not any(r.pareto for r in records):
@@ -122,25 +177,37 @@ def pareto_figure(summary: StudySummary) -> go.Figure:
     return fig
 
 
-def breakdown_figure(summary: StudySummary) -> go.Figure:
-    """Per-component peak memory (GiB) of the Pareto trials, stacked, in increasing peak."""
-    trials = [(r, r.breakdown_gib) for r in pareto_records(summary.records)]
-    trials = [(r, b) for r, b in trials if b]
+def breakdown_figure(summary: StudySummary, height: int = 500) -> go.Figure:
+    """The peak of each Pareto trial (increasing), stacked by `records.peak_rows`: the components, then the
+    margin, allowance or reserve they do not cover. Each bar sums to the trial's constraint figure."""
+    trials = [(r, {row.name: row for row in r.peak_rows}) for r in pareto_records(summary.records)]
+    trials = [(r, rows) for r, rows in trials if rows]
     labels = [f"#{r.number}" for r, _ in trials]
+    present = {name for _, rows in trials for name in rows}
+    names = [c for c in BREAKDOWN_KEYS if c in present] + \
+        sorted(present - set(BREAKDOWN_KEYS) - set(OVERHEAD_ROWS)) + [o for o in OVERHEAD_ROWS if o in present]
     fig = go.Figure()
-    names = list(BREAKDOWN_KEYS) + sorted({k for _, b in trials for k in b} - set(BREAKDOWN_KEYS))
     for name in names:
-        if not any(name in b for _, b in trials):
-            continue
-        fig.add_trace(go.Bar(name=html.escape(name), x=labels, y=[b.get(name, 0.0) for _, b in trials],
-                             marker_color=COMPONENT_COLOURS.get(name),
-                             hovertemplate="%{x}: %{y:.3f} GiB<extra>" + html.escape(name) + "</extra>"))
+        overhead = name in OVERHEAD_ROWS
+        cells = [rows.get(name) for _, rows in trials]
+        fig.add_trace(go.Bar(
+            name=html.escape(name), x=labels, y=[c.gib if c else 0.0 for c in cells],
+            customdata=[html.escape(c.note) if c and c.note else "" for c in cells],
+            marker={"color": OVERHEAD_COLOURS.get(name) if overhead else COMPONENT_COLOURS.get(name),
+                    "pattern": {"shape": "/" if overhead else ""}},
+            hovertemplate="%{x} " + html.escape(name) + ": %{y:.3f} GiB<br>%{customdata}<extra></extra>"))
+    for (r, _), label in zip(trials, labels):
+        fig.add_annotation(x=label, y=r.peak_gib, text=f"{r.peak_gib:.3f} GiB", showarrow=False, yshift=9,
+                           font={"size": 11}, bgcolor="rgba(255,255,255,0.8)")
     if summary.budget_gib is not None and trials:
         fig.add_hline(y=summary.budget_gib, line={"color": "#d62728", "dash": "dash"},
                       annotation_text=f"budget {summary.budget_gib:g} GiB")
-    fig.update_layout(template=TEMPLATE, barmode="stack", title="Peak memory by component (Pareto trials)",
-                      xaxis_title="trial", yaxis_title="GiB at the peak", xaxis_type="category", height=480,
-                      legend={"traceorder": "normal"})
+    provenance = provenance_label({r.provenance: 1 for r, _ in trials if r.provenance})
+    fig.update_layout(template=TEMPLATE, barmode="stack", height=height,
+                      title={"text": f"Peak memory by part (Pareto trials)<br><sup>each bar is the constraint's "
+                                     f"figure, {html.escape(provenance)}</sup>"},
+                      xaxis_title="trial", yaxis_title="GiB at the peak", xaxis_type="category",
+                      legend={"traceorder": "normal", "font": {"size": 10}}, margin={"t": 70, "r": 20})
     if not trials:
         _empty(fig, "No Pareto trial with a memory breakdown.")
     return fig
@@ -152,7 +219,7 @@ def breakdown_figure(summary: StudySummary) -> go.Figure:
 # (the final PSNR of feasible ones); peak memory from every trial that has one, trained or not. Optuna's
 # default evaluator (PED-ANOVA) explains *low* target values, so a maximised target is negated.
 IMPORTANCE_TARGETS: dict[str, tuple[float, Callable[[TrialRecord], float | None]]] = {
-    "PSNR (dB)": (-1.0, lambda r: r.psnr if r.status == FEASIBLE else None),
+    "PSNR ×4 (dB)": (-1.0, lambda r: r.psnr if r.status == FEASIBLE else None),
     "peak memory (GiB)": (1.0, lambda r: r.peak_gib),
 }
 
@@ -221,18 +288,20 @@ def importance_figure(importances: Mapping[str, Mapping[str, float] | str]) -> g
 
 
 def history_figure(summary: StudySummary) -> go.Figure:
-    """PSNR per trial number, and the best feasible PSNR so far."""
-    records = sorted((r for r in summary.records if r.psnr is not None), key=lambda r: r.number)
+    """PSNR per trial number (a pruned trial at its last report, as its own trace), and the best feasible
+    PSNR so far. Trials that were not trained have no point."""
+    records = sorted((r for r in summary.records if _shown_psnr(r) is not None), key=lambda r: r.number)
     fig = go.Figure()
-    for name, symbol, colour in _GROUPS:
-        group = [r for r in records if _group(r) == name]
+    for group_id, name, symbol, colour in _GROUPS:
+        group = [r for r in records if _group(r) == group_id]
         if group:
-            fig.add_trace(go.Scatter(name=name, x=[r.number for r in group], y=[r.psnr for r in group],
+            fig.add_trace(go.Scatter(name=name, x=[r.number for r in group], y=[_shown_psnr(r) for r in group],
                                      mode="markers", marker={"symbol": symbol, "color": colour, "size": 8},
-                                     hovertext=[hover_text(r) for r in group], hoverinfo="text"))
+                                     hovertext=[hover_text(r, summary.eval_points) for r in group],
+                                     hoverinfo="text"))
     best, xs, ys = -math.inf, [], []
     for r in records:
-        if r.status == FEASIBLE:
+        if r.status == FEASIBLE and r.psnr is not None:
             best = max(best, r.psnr)
         if best > -math.inf:
             xs.append(r.number)
@@ -252,29 +321,42 @@ def history_figure(summary: StudySummary) -> go.Figure:
 
 
 def dashboard_figures(summary: StudySummary) -> dict[str, go.Figure]:
-    """The figures attached to a study for optuna-dashboard, by graph-object id."""
-    return {"scent-pareto-budget": pareto_figure(summary), "scent-memory-breakdown": breakdown_figure(summary)}
+    """The figures attached to a study for optuna-dashboard, by graph-object id, sized to its boxes."""
+    return {"scent-pareto-budget": pareto_figure(summary, height=DASHBOARD_HEIGHT),
+            "scent-memory-breakdown": breakdown_figure(summary, height=DASHBOARD_HEIGHT)}
 
 
-def record_note(r: TrialRecord, budget_gib: float | None) -> str:
-    """Markdown note of a trial for optuna-dashboard: peak, constraint and memory breakdown."""
+def record_note(r: TrialRecord, budget_gib: float | None, eval_points: int | None = None) -> str:
+    """Markdown note of a trial for optuna-dashboard: outcome, peak and constraint, and the peak itemised
+    (`records.peak_rows`), its rows summing to the constraint's figure."""
     lines = [f"### Trial {r.number}: {r.status}{' (Pareto)' if r.pareto else ''}", ""]
-    lines.append(f"- peak memory: **{_fmt(r.peak_gib, ' GiB', 3)}** ({r.peak_source or 'unknown source'})"
+    where = PROVENANCE_WORDS.get(r.provenance or "", r.peak_source or "unknown source")
+    lines.append(f"- peak memory: **{_fmt(r.peak_gib, ' GiB', 3)}** ({where})"
                  + (f", budget {budget_gib:g} GiB" if budget_gib is not None else ""))
     for key, value in r.constraints.items():
         lines.append(f"- constraint `{key}`: {value:+.3f} ({'feasible' if value <= 0 else 'violated'})")
-    lines.append(f"- PSNR: {_fmt(r.psnr, ' dB')}, bicubic: {_fmt(r.bicubic_psnr, ' dB')}")
+    if r.status == INFEASIBLE:
+        lines.append("- not trained: over the budget (no PSNR; the dashboard shows it as pruned, with no value)")
+    elif r.status == PRUNED:
+        lines.append(f"- {pruned_text(r, eval_points)} (not a final PSNR)")
+    else:
+        lines.append(f"- PSNR: {_fmt(r.psnr, ' dB')}")
+    if r.bicubic_psnr is not None:
+        lines.append(f"- bicubic PSNR: {r.bicubic_psnr:.2f} dB")
+    if r.duplicate_of is not None:
+        lines.append(f"- same config as trial {r.duplicate_of}: results copied, not retrained")
     if r.fail_reason:
         lines.append(f"- fail reason: `{r.fail_reason}`")
-    breakdown = r.breakdown_gib
-    if breakdown:
-        total = sum(breakdown.values())
-        lines += ["", "| component | GiB | share |", "|---|---:|---:|"]
-        lines += [f"| {k} | {v:.3f} | {100 * v / total:.1f}% |" if total > 0 else f"| {k} | {v:.3f} | – |"
-                  for k, v in breakdown.items()]
-        lines.append(f"| **total** | **{total:.3f}** | |")
+    rows = r.peak_rows
+    if rows:
+        total = sum(row.bytes for row in rows)
+        lines += ["", "| part of the peak | GiB | share | from |", "|---|---:|---:|---|"]
+        for row in rows:
+            share = f"{100 * row.bytes / total:.1f}%" if total > 0 else "–"
+            lines.append(f"| {row.name} | {row.gib:.3f} | {share} | {row.note} |")
+        lines.append(f"| **peak (the constraint's figure)** | **{total / GIB:.3f}** | 100% | {where} |")
     else:
-        lines += ["", "No memory breakdown recorded."]
+        lines += ["", "No peak recorded."]
     return "\n".join(lines) + "\n"
 
 

@@ -16,8 +16,8 @@ import plotly.offline
 
 from scent_search.report import figures
 from scent_search.report.export import table
-from scent_search.records import FEASIBLE, INFEASIBLE, RUNNING
-from scent_search.report.pareto import StudySummary, summarize
+from scent_search.records import CALIBRATED, FEASIBLE, INFEASIBLE, MEASURED, RUNNING
+from scent_search.report.pareto import PRUNED_COLUMNS, StudySummary, summarize
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px;
@@ -34,9 +34,10 @@ tr.pareto td:first-child { font-weight: 600; }
 
 # Table headers of the export columns (units where they have one).
 _HEADERS = {"trial": "trial", "status": "status", "pareto": "Pareto", "peak_gib": "peak (GiB)",
-            "peak_source": "peak source", "psnr": "PSNR (dB)", "bicubic_psnr": "bicubic PSNR (dB)",
-            "steps_per_s": "steps/s", "n_params": "parameters"}
-_DIGITS = {"peak_gib": 3, "psnr": 2, "bicubic_psnr": 2, "steps_per_s": 2}
+            "peak_source": "peak source", "psnr": "final PSNR (dB)", "last_reported_psnr": "pruned: last PSNR (dB)",
+            "pruned_at": "pruned at eval point", "bicubic_psnr": "bicubic PSNR (dB)", "steps_per_s": "steps/s",
+            "n_params": "parameters"}
+_DIGITS = {"peak_gib": 3, "psnr": 2, "last_reported_psnr": 2, "bicubic_psnr": 2, "steps_per_s": 2}
 
 
 def _cell(name: str, value: Any) -> str:
@@ -65,6 +66,15 @@ def notices(summary: StudySummary) -> list[str]:
     """Plain sentences about what the report cannot show, and about results that need a warning."""
     records, counts = summary.records, summary.counts
     out = []
+    provenances = summary.provenances
+    estimated, placed = sum(n for kind, n in provenances.items() if kind != MEASURED), sum(provenances.values())
+    if estimated:
+        of = "every trial" if estimated == placed else f"{estimated} of {placed} trials"
+        how = ("with a margin calibrated on measured pairs" if CALIBRATED in provenances and len(provenances) == 1
+               else "with a stated margin")
+        out.append(f"Peak memory is predicted, not measured, for {of}: the allocated bytes of a FakeTensor run of "
+                   f"the step, {how} and a fixed allowance for the allocator (the breakdown shows each). "
+                   "Run the study on a GPU (--device cuda) to measure them.")
     if not records:
         out.append("The study has no trial yet.")
     elif counts[FEASIBLE] + counts[INFEASIBLE] == 0:
@@ -97,6 +107,8 @@ def _meta(summary: StudySummary, now: dt.datetime) -> str:
         ("study", e(summary.name)),
         ("memory budget", f"{summary.budget_gib:g} GiB" if summary.budget_gib is not None else "–"),
         ("target shape", shape),
+        ("objectives", e(", ".join(f"{name} ({direction})" for name, direction in summary.objectives.items()))
+         + ("; peak memory as a constraint too" if summary.multi_objective else "; peak memory as a constraint")),
         ("device", e(summary.device) if summary.device else "–"),
         ("trials", f"{len(summary.records)} ({counts})"),
         ("date", now.strftime("%Y-%m-%d %H:%M UTC")),
@@ -113,7 +125,7 @@ def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
     names, rows = table(summary)
     pareto_rows = sorted((row for row in rows if row["pareto"]), key=lambda row: (row["peak_gib"], -row["psnr"]))
     notes = "".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices(summary))
-    pareto_table = (_table(names, pareto_rows, "pareto-table") if pareto_rows
+    pareto_table = (_table([n for n in names if n not in PRUNED_COLUMNS], pareto_rows, "pareto-table") if pareto_rows
                     else '<p class="notice">No Pareto trial.</p>')
     title = html.escape(f"scent-search report: {summary.name}")
     return f"""<!DOCTYPE html>
@@ -132,12 +144,18 @@ def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
 </header>
 <section id="notices">{notes}</section>
 <section><h2>Pareto front</h2>
-<p>Maximise PSNR, minimise peak memory; completed feasible trials only. Trials that were not trained
-(infeasible, failed before a PSNR) are drawn at the floor, 1 dB below every PSNR.</p>
+<p>Maximise PSNR, minimise peak memory; the front holds completed feasible trials only, labelled with their
+numbers. Pruned trials are drawn at the last PSNR they reported (no final PSNR). Trials that were not
+trained (infeasible, failed before a PSNR) are drawn at the floor, 1 dB below every PSNR. A repeated
+config is a ring around the trial whose results it copied.</p>
 {figures.as_html_div(figures.pareto_figure(summary), "pareto-front")}
 </section>
 <section><h2>Pareto trials</h2>{pareto_table}</section>
-<section><h2>Memory breakdown</h2>{figures.as_html_div(figures.breakdown_figure(summary), "memory-breakdown")}</section>
+<section><h2>Memory breakdown</h2>
+<p>Each bar is a Pareto trial's peak as the constraint counts it: the components add up to the allocated
+bytes; the hatched grey parts are what they do not cover (hover for where each comes from).</p>
+{figures.as_html_div(figures.breakdown_figure(summary), "memory-breakdown")}
+</section>
 <section><h2>Parameter importance</h2>
 {figures.as_html_div(figures.importance_figure(importances), "param-importance")}
 </section>

@@ -14,10 +14,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from scent_search.records import DEVICE_ATTR, FEASIBLE, SPEC_ATTR, STATUSES, TrialRecord, finite, param_order
+from scent_search.records import (DEVICE_ATTR, FEASIBLE, OBJECTIVES, SPEC_ATTR, STATUSES, TrialRecord, finite,
+                                  param_order)
 
-# Columns after the knobs, shared by the HTML table and the CSV/JSON export.
-VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", "bicubic_psnr", "steps_per_s", "n_params")
+# Columns after the knobs, shared by the HTML table and the CSV/JSON export. `psnr` is the final PSNR of a
+# trial trained to the end; a pruned trial's last report is in its own columns (and eval point, from 1).
+PRUNED_COLUMNS = ("last_reported_psnr", "pruned_at")  # empty for every trial that was not pruned
+VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", *PRUNED_COLUMNS, "bicubic_psnr", "steps_per_s", "n_params")
 LEAD_COLUMNS = ("trial", "status", "pareto")
 
 
@@ -101,10 +104,25 @@ class StudySummary:
     device: str | None
     counts: Mapping[str, int]  # status -> number of trials
     records: list[TrialRecord]
+    objectives: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric name -> maximize | minimize
+    eval_points: int | None = None  # PSNR reports per trained trial (train.eval_points)
 
     @property
     def pareto(self) -> list[TrialRecord]:
         return pareto_records(self.records)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def provenances(self) -> dict[str, int]:
+        """measured / calibrated / predicted -> number of finished trials whose peak comes from there."""
+        out: dict[str, int] = {}
+        for r in self.records:
+            if r.plottable and r.provenance:
+                out[r.provenance] = out.get(r.provenance, 0) + 1
+        return out
 
 
 _SHAPE_KEYS = ("batch_size", "queries", "lr_size", "precision", "checkpointing", "optimizer")
@@ -134,6 +152,10 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
     records = records_of(trials)
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     device = attrs.get(DEVICE_ATTR)
+    directions = [d.name.lower() for d in study.directions]
+    names = study.metric_names or [OBJECTIVES["psnr"][1]] + [f"objective {i}" for i in range(1, len(directions))]
+    train = spec.get("train") if isinstance(spec.get("train"), Mapping) else {}
+    eval_points = train.get("eval_points")
     return StudySummary(
         name=study.study_name,
         budget_gib=_budget(spec, records),
@@ -141,4 +163,6 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
         device=str(device) if device is not None else None,
         counts=counts,
         records=records,
+        objectives=dict(zip(names, directions)),
+        eval_points=eval_points if isinstance(eval_points, int) and not isinstance(eval_points, bool) else None,
     )

@@ -17,8 +17,8 @@ from scent_search.report.results import study_table
 
 
 def trial_line(r: TrialRecord) -> str:
-    """#3  h=64 m=2 L=2 share=F s=128,32  peak 0.210 GiB  feasible  PSNR 24.31 dB  12.3 s"""
-    peak = f"peak {r.peak_gib:.3f} GiB" if r.peak_gib is not None else "peak ?"
+    """#3  h=64 m=2 L=2 share=F s=128,32  peak 0.210 GiB (predicted)  feasible  PSNR 24.31 dB  12.3 s"""
+    peak = f"peak {r.peak_gib:.3f} GiB ({r.provenance or '?'})" if r.peak_gib is not None else "peak ?"
     if r.status == INFEASIBLE:
         budget = f"{r.budget_gib:g} GiB" if r.budget_gib is not None else "the budget"
         outcome = f"infeasible (> {budget})  not trained"
@@ -26,14 +26,15 @@ def trial_line(r: TrialRecord) -> str:
         outcome = f"feasible  PSNR {r.psnr:.2f} dB (bicubic {_f(r.bicubic_psnr)})" \
             if r.psnr is not None else "feasible"
     elif r.state == "PRUNED":
-        outcome = "feasible  pruned" + (f" at PSNR {r.psnr:.2f} dB" if r.psnr is not None else "")
+        outcome = "feasible  pruned" + (f" at eval point {r.pruned_at}" if r.pruned_at is not None else "") + \
+            (f", last PSNR {r.last_reported_psnr:.2f} dB" if r.last_reported_psnr is not None else "")
     else:
         outcome = f"feasible  FAILED: {r.fail_reason or 'error'}"
     secs = f"{r.seconds:.1f} s" if r.seconds is not None else ""
     retry = f"  (retry of #{r.retry_of})" if r.retry_of is not None else ""
     if r.duplicate_of is not None:
         retry += f"  (same config as #{r.duplicate_of}: not retrained)"
-    return f"#{r.number:<3d} {knobs_label(r.params):<40s} {peak:<16s} {outcome}  {secs}{retry}"
+    return f"#{r.number:<3d} {knobs_label(r.params):<40s} {peak:<28s} {outcome}  {secs}{retry}"
 
 
 class TerminalReporter:
@@ -93,10 +94,11 @@ def summary_lines(study: optuna.Study, url: str, elapsed_s: float | None = None)
         lines.append("Best feasible trial: none yet")
     else:
         lines.append(f"Best feasible trial: #{best['trial']}  PSNR {best['psnr']:.2f} dB (bicubic "
-                     f"{_f(best['bicubic_psnr'])} dB)  peak {_f(best['peak_gib'], 3)} GiB of "
-                     f"{_f(table['budget_gib'], 'g')}  {knobs_label(best['params'])}")
+                     f"{_f(best['bicubic_psnr'])} dB)  peak {_f(best['peak_gib'], 3)} GiB "
+                     f"({best['peak_provenance'] or '?'}) of {_f(table['budget_gib'], 'g')}  "
+                     f"{knobs_label(best['params'])}")
     if table["pareto"]:
-        lines.append("Pareto set (PSNR vs peak memory):")
+        lines.append("Pareto set (PSNR vs peak memory, trained feasible trials):")
         lines.append(f"  {'trial':>5s}  {'peak GiB':>8s}  {'PSNR dB':>7s}  knobs")
         for r in table["pareto"]:
             lines.append(f"  {r['trial']:>5d}  {r['peak_gib']:>8.3f}  {r['psnr']:>7.2f}  {knobs_label(r['params'])}")

@@ -4,10 +4,12 @@
 2. get its peak memory at the target shape (profile cache: measured on CUDA, else predicted);
 3. `set_constraint("peak_memory", peak_gib - budget_gib)` before anything can fail, with the legacy
    `constraints` list optuna-dashboard 0.21 reads (`records.set_constraint`), then the peak's record;
-4. infeasible: no training. The trial COMPLETEs, infeasible, with the bicubic PSNR of the validation
-   crops as its value (the floor an untrained model is worth; Optuna needs a finite float, and the
-   constraint, not this value, is what marks it infeasible to TPE, `best_trial` and the report);
-5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR;
+4. infeasible: no training. The trial ends PRUNED with no value and no intermediate value, so that no
+   view ranks or plots it by a PSNR it never measured: optuna-dashboard ranks and plots only values,
+   Optuna's `best_trial` only COMPLETE trials, while TPE still reads it as infeasible (Optuna 5 checks the
+   constraint before the state). Its record keeps the peak, the constraint and `feasible = false`;
+5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR (multi-objective
+   studies: the final PSNR and the peak in GiB, no reports: Optuna cannot prune them);
    A config already trained to completion in this study is not trained again: its results are
    copied, with user attr `duplicate_of` (training is deterministic per config).
 6. OOM / NaN in training: user attr `fail_reason`, then `TrainingFailed` propagates and the runner
@@ -28,9 +30,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from scent_search.config import TrainConfig
 from scent_search.errors import NonFiniteLoss, OutOfMemory, TrainingFailed
-from scent_search.records import CONSTRAINT_NAME, TrialRecord, set_constraint
+from scent_search.records import CONSTRAINT_NAME, GIB, TrialRecord, set_constraint
 from scent_search.search.probe import Peak, Probe
 from scent_search.search.space import TrialConfig, suggest
 from scent_search.search.spec import StudySpec
@@ -52,7 +53,7 @@ class Objective:
     """The study's objective, bound to one worker's device, peak probe and training function.
 
     `train_fn` defaults to `scent_search.train.train`; tests inject a fake to simulate OOM / NaN and count
-    training runs. The data split and the bicubic floor are loaded once per worker, on first need.
+    training runs. The data split is loaded once per worker, on first need.
     """
 
     def __init__(self, spec: StudySpec, *, device: str, probe: Probe, train_fn: TrainFn | None = None,
@@ -63,7 +64,6 @@ class Objective:
         self.train_fn = train_fn or _default_train()
         self.progress = progress
         self._data = data
-        self._bicubic: float | None = None
         self.worker = worker_id()
 
     # -- data -------------------------------------------------------------------------------------
@@ -76,32 +76,19 @@ class Objective:
             self._data = load_data(None if self.spec.data == "default" else self.spec.data, self.spec.train)
         return self._data
 
-    def bicubic_floor(self, train_cfg: TrainConfig) -> float:
-        """Mean x4 bicubic PSNR (dB) on the validation crops: what a trained trial's `bicubic_psnr` reports."""
-        if self._bicubic is None:
-            from scent_search.data import bicubic_upsample, make_validation_set
-            from scent_search.train import OBJECTIVE_SCALE, psnr
-
-            val = make_validation_set(self.data.val, hr_size=train_cfg.val_hr_size, scales=(OBJECTIVE_SCALE,),
-                                      n_crops=train_cfg.val_crops)
-            v = val.scales[OBJECTIVE_SCALE]
-            self._bicubic = float(psnr(bicubic_upsample(v.lr, tuple(v.hr.shape[-2:])), v.hr, v.shave).mean())
-        return self._bicubic
-
     # -- the trial --------------------------------------------------------------------------------
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = suggest(trial, self.spec)
-        peak = self.probe(cfg.model, cfg.shape)
-        feasible = self._constrain(trial, cfg, peak)
-        if not feasible:
-            floor = self.bicubic_floor(cfg.train)
-            TrialRecord(bicubic_psnr=floor, steps_done=0, train_seconds=0.0).write(trial)
-            return floor
+        peak_gib = self._constrain(trial, cfg, self.probe(cfg.model, cfg.shape))
+        if peak_gib > self.spec.budget_gib:
+            TrialRecord(steps_done=0, train_seconds=0.0).write(trial)
+            raise optuna.TrialPruned(f"infeasible: peak {peak_gib:.3f} GiB > budget {self.spec.budget_gib:g} GiB, "
+                                     "not trained")
         previous = self._trained_twin(trial)
-        if previous is not None:
-            return self._reuse(trial, previous)
-        return self._train(trial, cfg)
+        psnr = self._reuse(trial, previous) if previous is not None else self._train(trial, cfg)
+        values = [{"psnr": psnr, "peak_memory": peak_gib}[name] for name in self.spec.objectives]
+        return values[0] if len(values) == 1 else values
 
     # Copied from a completed twin: training is deterministic for a config (fixed seed and data), so a
     # re-suggested config would only spend its training time again to get the same PSNR.
@@ -122,25 +109,30 @@ class Objective:
         TrialRecord(duplicate_of=twin.number, **{k: getattr(twin, k) for k in self._REUSED}).write(trial)
         return float(twin.psnr)
 
-    def _constrain(self, trial: optuna.Trial, cfg: TrialConfig, peak: Peak) -> bool:
+    def _constrain(self, trial: optuna.Trial, cfg: TrialConfig, peak: Peak) -> float:
+        """Set the constraint and write the peak's record; returns the peak in GiB the constraint uses."""
         budget = self.spec.budget_gib
-        peak_gib = peak.gib
+        constraint_bytes = peak.constraint_bytes
         if peak.oom:  # a measured OOM: at least the device is full, and never feasible
-            peak_gib = max(peak_gib, budget + 2**-10)
+            constraint_bytes = max(constraint_bytes, int((budget + 2**-10) * GIB))
+        peak_gib = constraint_bytes / GIB
         set_constraint(trial, CONSTRAINT_NAME, peak_gib - budget)  # first write: nothing has failed yet
-        feasible = peak_gib <= budget
         TrialRecord(peak_allocated_bytes=peak.allocated_bytes, peak_reserved_bytes=peak.reserved_bytes,
-                    peak_gib=peak_gib, peak_source=peak.source, budget_gib=budget, feasible=feasible,
+                    peak_gib=peak_gib, constraint_bytes=constraint_bytes, peak_source=peak.source,
+                    calibration_margin=peak.margin, calibration_pairs=peak.calibration_pairs,
+                    reserved_allowance_bytes=peak.allowance_bytes, budget_gib=budget, feasible=peak_gib <= budget,
                     breakdown=peak.breakdown, n_params=peak.n_params, backend=peak.backend,
                     device=self.device, profile_seconds=round(peak.seconds, 4), worker=self.worker,
                     model_config=cfg.model.to_dict(), fail_reason=OutOfMemory.reason if peak.oom else None).write(trial)
-        return feasible
+        return peak_gib
 
     def _train(self, trial: optuna.Trial, cfg: TrialConfig) -> float:
         def on_eval(index: int, psnr: float) -> None:
+            if self.spec.multi_objective:
+                return  # Optuna refuses reports (and pruning) in a multi-objective study
             trial.report(psnr, index)  # step = eval point index (0, 1, ...): pruner options count evals
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at eval point {index} with PSNR {psnr:.2f} dB")
+                raise optuna.TrialPruned(f"pruned at eval point {index + 1} with PSNR {psnr:.2f} dB")
 
         t0 = time.perf_counter()
         try:

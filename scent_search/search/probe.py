@@ -21,7 +21,8 @@ class Peak:
     """Peak memory of one training step at the target shape, in bytes.
 
     `constraint_bytes` is what the constraint compares with the budget: the measured reserved peak, or
-    the predicted allocated peak plus the calibration margin for the allocator and the CUDA context.
+    the predicted allocated peak plus the calibration margin and the reserved allowance (what a predicted
+    peak adds is recorded with it, so that its breakdown adds up: `records.peak_rows`).
     """
 
     allocated_bytes: int
@@ -29,6 +30,9 @@ class Peak:
     constraint_bytes: int
     source: str  # "measured" | "predicted"
     breakdown: dict[str, int] = field(default_factory=dict)
+    margin: float | None = None  # predicted: the calibration margin on allocated bytes
+    allowance_bytes: int | None = None  # predicted: the fixed reserved allowance
+    calibration_pairs: int | None = None  # predicted: the calibration pairs the margin came from (0: default)
     n_params: int | None = None
     backend: str | None = None
     device_kind: str | None = None
@@ -48,14 +52,21 @@ def _source(profile: Any) -> str:
     return "measured" if "measur" in str(getattr(profile, "source", "")).lower() else "predicted"
 
 
-def peak_from_profile(profile: Any, margin: float, seconds: float = 0.0) -> Peak:
-    """Convert the memory package's `MemoryProfile` into a Peak."""
+def peak_from_profile(profile: Any, margin: float, seconds: float = 0.0, calibration_pairs: int = 0) -> Peak:
+    """Convert the memory package's `MemoryProfile` into a Peak (`margin` from `calibration_pairs` pairs)."""
+    from scent_search.memory import RESERVED_ALLOWANCE_BYTES
+
     allocated = int(profile.peak_allocated_bytes)
     constraint = int(profile.constraint_bytes(margin))
+    source = _source(profile)
     # Predicted: reserved is not observed; internals.md records allocated + the stated margin (= constraint).
     reserved = int(profile.peak_reserved_bytes) if profile.peak_reserved_bytes is not None else constraint
-    return Peak(allocated_bytes=allocated, reserved_bytes=reserved, constraint_bytes=constraint,
-                source=_source(profile), breakdown={str(k): int(v) for k, v in dict(profile.breakdown).items()},
+    predicted = source == "predicted"
+    return Peak(allocated_bytes=allocated, reserved_bytes=reserved, constraint_bytes=constraint, source=source,
+                breakdown={str(k): int(v) for k, v in dict(profile.breakdown).items()},
+                margin=margin if predicted else None,
+                allowance_bytes=RESERVED_ALLOWANCE_BYTES if predicted else None,
+                calibration_pairs=calibration_pairs if predicted else None,
                 n_params=int(profile.n_params) if profile.n_params is not None else None,
                 backend=profile.backend, device_kind=profile.device_kind, oom=bool(profile.oom), seconds=seconds)
 
@@ -83,7 +94,8 @@ class PeakProbe:
             # The prediction is of the backend the measurement ran, so the pair compares like with like.
             predicted = self.cache.get_or_profile(model_cfg, shape, "predict", profile.backend)
             self.cache.record_calibration(predicted, profile)
-        return peak_from_profile(profile, self.cache.calibration_margin(), time.perf_counter() - t0)
+        return peak_from_profile(profile, self.cache.calibration_margin(), time.perf_counter() - t0,
+                                 calibration_pairs=len(self.cache.calibration_pairs()))
 
 
 def profiling_device(train_device: str) -> str:

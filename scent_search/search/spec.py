@@ -21,7 +21,11 @@ import optuna
 from scent_search.config import ModelConfig, TargetShape, TrainConfig
 from scent_search.errors import ConfigError
 from scent_search.mapping import check_type, from_mapping, require, type_name
-from scent_search.records import KNOBS, MODEL_KNOBS
+from scent_search.records import KNOBS, MODEL_KNOBS, OBJECTIVES
+
+# What a study may optimise (records.OBJECTIVES names each): PSNR alone, with peak memory as a constraint;
+# or PSNR and the peak, under the same constraint, for optuna-dashboard's Pareto front and hypervolume.
+OBJECTIVE_SETS = (("psnr",), ("psnr", "peak_memory"))
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     # TPE reads the trials' `set_constraint` values (Optuna 5): infeasible trials inform it without being
@@ -167,10 +171,12 @@ class StudySpec:
 
     `model` holds the fixed constructor arguments; the searched knobs (MODEL_KNOBS) come from `space`.
     `storage` None means sqlite:///studies/<name>.db. `name` defaults to the file's stem.
+    `objectives` (OBJECTIVE_SETS): ("psnr",), or ("psnr", "peak_memory"), which cannot prune (`pruner` "nop").
     """
 
     name: str | None = None
     budget_gib: float | None = None  # peak GPU memory budget of one training step at `target`, GiB (2**30)
+    objectives: tuple[str, ...] = ("psnr",)
     storage: str | None = None
     n_trials: int = 20  # the study's total target of finished trials (not "N more")
     seed: int | None = 0  # sampler seed; None: nondeterministic
@@ -194,6 +200,12 @@ class StudySpec:
         require(bool(_DEVICE_RE.match(self.device)), "device",
                 f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         require(bool(self.data), "data", "must be 'default' or a folder path")
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        require(self.objectives in OBJECTIVE_SETS, "objectives",
+                f"must be {' or '.join(str(list(o)) for o in OBJECTIVE_SETS)}, got {list(self.objectives)}")
+        require(not self.multi_objective or self.pruner.name == "nop", "pruner.name",
+                f"a multi-objective study cannot prune (Optuna's pruners judge one objective), got "
+                f"{self.pruner.name!r}: remove [pruner] or set name = \"nop\"")
         # A trial trains at the precision / checkpointing of the step whose memory is its constraint.
         object.__setattr__(self, "train", self.train.replace(precision=self.target.precision,
                                                              checkpointing=self.target.checkpointing))
@@ -216,6 +228,19 @@ class StudySpec:
                 except ConfigError as e:
                     raise ConfigError(f"space.{knob}", f"choice {_plain(choice)!r}: {e.message}") from e
 
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What Optuna stores as the study's metric names, and optuna-dashboard shows."""
+        return [OBJECTIVES[o][1] for o in self.objectives]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict; `budget_gib` at the top and the target shape under `target` (the report reads
         them from the study's `spec` attr)."""
@@ -224,7 +249,7 @@ class StudySpec:
             if f.name == "source":
                 continue
             v = getattr(self, f.name)
-            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
+            out[f.name] = v.to_dict() if hasattr(v, "to_dict") else list(v) if isinstance(v, tuple) else v
         out["model"] = {k: v for k, v in out["model"].items() if k not in MODEL_KNOBS or self.space[k] is None}
         out["train"] = {k: v for k, v in out["train"].items() if k not in ("precision", "checkpointing")}
         out["target"] = {k: v for k, v in out["target"].items() if k != "grad_clip"}  # the training's
@@ -260,6 +285,9 @@ class StudySpec:
         if isinstance(target, Mapping) and "grad_clip" in target:
             raise ConfigError("target.grad_clip", "set it in [train]: the measured step clips as the training does",
                               source)
+        objectives = data.get("objectives")
+        if isinstance(objectives, list) and len(objectives) > 1 and "pruner" not in data:
+            data["pruner"] = {"name": "nop"}  # multi-objective: nothing to prune with (refused if [pruner] says so)
         if "space" in data:
             data["space"] = SearchSpace.from_dict(data["space"], source=source)
         for key, sub in _SPEC_TABLES.items():
@@ -289,5 +317,5 @@ def load_spec(path: str | Path) -> StudySpec:
     return StudySpec.from_dict(data, source=str(path))
 
 
-__all__ = ["HeartbeatSpec", "PRUNERS", "PrunerSpec", "SAMPLERS", "SamplerSpec", "SearchSpace", "StudySpec",
-           "load_spec"]
+__all__ = ["HeartbeatSpec", "OBJECTIVE_SETS", "PRUNERS", "PrunerSpec", "SAMPLERS", "SamplerSpec", "SearchSpace",
+           "StudySpec", "load_spec"]

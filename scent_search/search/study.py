@@ -1,7 +1,8 @@
 """Study setup and the worker loop.
 
-- `open_study(spec, url)`: create or resume the study (direction maximize, the spec's sampler/pruner);
-  a resumed study must have been made from the same budget, target, training, model and space.
+- `open_study(spec, url)`: create or resume the study (the spec's objectives as directions and metric
+  names, its sampler/pruner); a resumed study must have been made from the same objectives, budget,
+  target, training, model and space.
 - `Runner.run()`: the worker loop. Each turn, under the study's slot lock: fail stale trials (their
   retries are enqueued), count, and ask for a trial only while finished + running < target. So
   `--n-trials` is the study's total, shared by every worker on every machine, and never overshot.
@@ -89,10 +90,14 @@ def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | No
     with storage_errors(url), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner,
-                                    direction="maximize", load_if_exists=True)
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ConfigError("--study-name", f"study {spec.name!r} in {safe_url(url)} is not a maximize study "
-                              "(made by another tool?)", spec.source)
+                                    directions=spec.directions, load_if_exists=True)
+        directions = [d.name.lower() for d in study.directions]
+        if directions != spec.directions:
+            raise ConfigError("objectives", f"study {spec.name!r} in {safe_url(url)} optimises {directions}, the spec "
+                              f"{spec.directions} ({list(spec.objectives)}): a study cannot switch modes; use "
+                              "another --study-name", spec.source)
+        if study.metric_names != spec.metric_names:  # new, or made before studies named their metrics
+            study.set_metric_names(spec.metric_names)
         if check:
             check_resumable(study, spec)
         if SPEC_ATTR not in study.user_attrs:

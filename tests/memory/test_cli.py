@@ -22,7 +22,8 @@ def test_memory_commands_have_help_with_an_example(command):
 def test_profile_prints_components_in_gib_and_json(tmp_path):
     res = CliRunner().invoke(cli, ["profile", *TINY])
     assert res.exit_code == 0, res.output
-    for name in ("modulation_ca", "bandwidth_lins[1]", "optimizer_state", "peak allocated", "constraint"):
+    for name in ("modulation_ca", "bandwidth_lins[1]", "optimizer_state", "peak allocated", "constraint",
+                 "calibration margin", "reserved allowance"):
         assert name in res.output
     res = CliRunner().invoke(cli, ["profile", *TINY, "--json", "--storage", f"sqlite:///{tmp_path / 's.db'}"])
     assert res.exit_code == 0, res.output
@@ -30,6 +31,35 @@ def test_profile_prints_components_in_gib_and_json(tmp_path):
     prof = data["profile"]
     assert sum(prof["breakdown"].values()) == prof["peak_allocated_bytes"]
     assert data["constraint_bytes"] > prof["peak_allocated_bytes"]
+
+
+def _table_rows(output: str) -> dict[str, float]:
+    """name -> GiB of the table's rows (sub-rows "  name[i]" and totals "= ..." apart)."""
+    rows = {}
+    for line in output.splitlines():
+        parts = line[:32].rsplit(None, 1)
+        if len(parts) == 2 and not line.startswith(" ") and not line.startswith("= "):
+            try:
+                rows[parts[0].strip()] = float(parts[1])
+            except ValueError:
+                pass
+    return rows
+
+
+def test_profile_rows_add_up_to_the_constraint():
+    """Every row of the breakdown, components and what they do not cover, sums to the constraint's figure:
+    in --json to the byte, in the table to its rounding."""
+    res = CliRunner().invoke(cli, ["profile", *TINY, "--json"])
+    data = json.loads(res.output)
+    rows = data["rows"]
+    assert [r["name"] for r in rows][-2:] == ["calibration margin", "reserved allowance"]
+    assert sum(r["bytes"] for r in rows) == data["constraint_bytes"]
+    assert rows[-1]["bytes"] == 256 * 2**20 and "10%" in rows[-2]["note"]
+    table = CliRunner().invoke(cli, ["profile", *TINY]).output
+    parts = _table_rows(table)
+    constraint = float(next(ln for ln in table.splitlines() if ln.startswith("= constraint")).split()[2])
+    assert set(parts) == {r["name"] for r in rows}
+    assert abs(sum(parts.values()) - constraint) <= 0.0005 * len(parts)
 
 
 def test_bad_set_key_is_a_one_line_exit_2():

@@ -1,7 +1,6 @@
 """The report file and the dashboard page in headless chromium: the plots render, with one SVG point per
-plotted trial. Screenshots go to $SCENT_SCREENSHOTS (e.g. `docs`) when set, else to a temp folder:
-
-    SCENT_SCREENSHOTS=docs pytest -m browser tests/report/test_browser.py
+plotted trial, and optuna-dashboard's own best trial is a trained feasible one. The screenshots in docs/
+come from `scripts/screenshots.py`, on the default study.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import pytest
 
 from scent_search import compat
 from scent_search.report import attach_all, summarize, write_report
-from tests.report.studies import dashboard_server
+from tests.report.studies import dashboard_server, get_json
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -80,12 +79,6 @@ def render(url: str, screenshot: Path, profile: Path, size: str) -> str:
     return result.stdout
 
 
-def _shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("SCENT_SCREENSHOTS", tmp_path))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def plotted(study: optuna.Study) -> int:
     return sum(r.plottable for r in summarize(study).records)
 
@@ -93,10 +86,16 @@ def plotted(study: optuna.Study) -> int:
 def test_report_renders_one_point_per_trial(rich_study: optuna.Study, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     write_report(rich_study, out)
-    dom = render(out.as_uri(), _shots(tmp_path) / "report-screenshot.png", tmp_path / "profile", "1300,2600")
+    dom = render(out.as_uri(), tmp_path / "report.png", tmp_path / "profile", "1300,2600")
     assert plotted(rich_study) == len(rich_study.trials) == 40
     assert count_points(dom, "pareto-front") == 40
     assert "main-svg" in dom  # plotly drew, with the embedded plotly.js and no network
+
+
+def bar_segments(study: optuna.Study) -> int:
+    """Segments of the breakdown figure: one per row of each Pareto trial's itemised peak."""
+    names = {row.name for r in summarize(study).pareto for row in r.peak_rows}
+    return len(summarize(study).pareto) * len(names)
 
 
 def test_dashboard_renders_the_custom_pareto_figure(rich_study: optuna.Study, storage_url: str,
@@ -104,8 +103,41 @@ def test_dashboard_renders_the_custom_pareto_figure(rich_study: optuna.Study, st
     storage = optuna.storages.RDBStorage(storage_url)
     attach_all(storage)
     with dashboard_server(storage) as base:
-        dom = render(f"{base}/dashboard/studies/{compat.study_id(rich_study)}", _shots(tmp_path) / "dashboard-screenshot.png",
+        dom = render(f"{base}/dashboard/studies/{compat.study_id(rich_study)}", tmp_path / "dashboard.png",
                      tmp_path / "profile", "1400,2400")
     assert count_points(dom, "user-defined-plot:scent-pareto-budget") == plotted(rich_study)
-    pareto, components = len(summarize(rich_study).pareto), 11
-    assert count_points(dom, "user-defined-plot:scent-memory-breakdown") == pareto * components
+    assert count_points(dom, "user-defined-plot:scent-memory-breakdown") == bar_segments(rich_study)
+
+
+def test_dashboard_best_trial_is_feasible_and_trained_and_the_metric_named(tmp_path: Path) -> None:
+    """A default-like study whose widest configs are over the budget: optuna-dashboard's own best trial (its
+    API and its page) is the best trained feasible trial, never an untrained infeasible one, and the
+    metric is called "PSNR ×4 (dB)"."""
+    from scent_search.search import load_spec, prepare_run, run_study
+    from tests.search.conftest import FakeProbe, FakeTrain, budget_between, write_spec
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    spec = write_spec(tmp_path)
+    plan = prepare_run(spec, storage=url, n_trials=10, memory_budget=budget_between(load_spec(spec), 0.3))
+    run_study(plan, train_fn=FakeTrain(), probe=FakeProbe())
+    storage = optuna.storages.RDBStorage(url)
+    attach_all(storage)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    records = summarize(study).records
+    trained = [r for r in records if r.status == "feasible" and r.psnr is not None]
+    assert trained and any(r.status == "infeasible" for r in records)
+    best = max(trained, key=lambda r: (r.psnr, -r.number))
+    with dashboard_server(storage) as base:
+        detail = get_json(f"{base}/api/studies/{compat.study_id(study)}")
+        dom = render(f"{base}/dashboard/studies/{compat.study_id(study)}", tmp_path / "dashboard.png",
+                     tmp_path / "profile", "1400,2400")
+    assert detail["objective_names"] == ["PSNR ×4 (dB)"]
+    (shown,) = detail["best_trials"]
+    attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+    assert shown["state"] == "Complete" and attrs["feasible"] == "True" and float(attrs["psnr"]) == best.psnr
+    assert shown["number"] == best.number and shown["values"] == [best.psnr]
+    for t in detail["trials"]:  # nothing untrained carries a value the dashboard could plot or rank
+        if {a["key"]: a["value"] for a in t["user_attrs"]}.get("feasible") == "False":
+            assert t["state"] == "Pruned" and t.get("values") is None and t["intermediate_values"] == []
+    assert f"Best Trial (number={best.number})" in dom
+    assert "PSNR ×4 (dB)" in dom

@@ -167,3 +167,33 @@ def test_dashboard_command_serves_the_storage(rich_study: optuna.Study, storage_
         proc.terminate()
         proc.wait(timeout=30)
     assert f"http://127.0.0.1:{port}/dashboard" in proc.stdout.read().decode()
+
+
+def test_multi_objective_study_in_the_dashboard_report_and_best(tmp_path) -> None:
+    """objectives = ["psnr", "peak_memory"]: optuna-dashboard's own Pareto front holds trained feasible
+    trials only, both metrics are named, and the report and `best` read the study as before."""
+    from scent_search.report import best_of, render_report, summarize
+    from scent_search.search import load_spec, prepare_run, run_study
+    from tests.search.conftest import FakeProbe, FakeTrain, budget_between, write_spec
+
+    path = write_spec(tmp_path, multi_objective=True)
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    plan = prepare_run(path, storage=url, n_trials=10, memory_budget=budget_between(load_spec(path), 0.4))
+    run_study(plan, train_fn=FakeTrain(), probe=FakeProbe())
+    storage = optuna.storages.RDBStorage(url)
+    attach_all(storage)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    summary = summarize(study)
+    assert any(r.status == "infeasible" for r in summary.records)
+    with dashboard_server(storage) as base:
+        detail = get_json(f"{base}/api/studies/{compat.study_id(study)}")
+    assert detail["objective_names"] == ["PSNR ×4 (dB)", "peak memory (GiB)"]
+    assert detail["directions"] == ["maximize", "minimize"]
+    front = {t["number"] for t in detail["best_trials"]}
+    trained = {r.number for r in summary.records if r.status == "feasible" and r.psnr is not None}
+    assert front and front <= trained
+    assert {r.number for r in summary.pareto} <= front  # ours leaves repeats out; the dashboard's may keep them
+    assert "PSNR against peak memory" in render_report(study)
+    best = best_of(url, "tiny")
+    assert best["best"]["trial"] in front
+    assert {r["trial"] for r in best["pareto"]} == {r.number for r in summary.pareto}

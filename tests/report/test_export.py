@@ -45,7 +45,8 @@ def test_exports_have_the_tables_columns(rich_study: optuna.Study, tmp_path) -> 
     write_csv(summary, tmp_path / "t.csv")
     write_json(summary, tmp_path / "t.json")
     expected = ["trial", "status", "pareto", "hidden_dim", "mult", "num_decoder_layers", "share_scales", "sigma_ls",
-                "peak_gib", "peak_source", "psnr", "bicubic_psnr", "steps_per_s", "n_params"]
+                "peak_gib", "peak_source", "psnr", "last_reported_psnr", "pruned_at", "bicubic_psnr", "steps_per_s",
+                "n_params"]
     assert columns(summary.records) == expected
     with open(tmp_path / "t.csv", newline="") as f:
         assert next(csv.reader(f)) == expected
@@ -56,3 +57,7 @@ def test_exports_have_the_tables_columns(rich_study: optuna.Study, tmp_path) -> 
     assert "NaN" not in (tmp_path / "t.json").read_text()
     infeasible = [r for r in data["trials"] if r["status"] == "infeasible"]
     assert infeasible and all(r["psnr"] is None and r["peak_gib"] > data["budget_gib"] for r in infeasible)
+    # A pruned trial's last report is in its own columns, never in the final PSNR's.
+    pruned = [r for r in data["trials"] if r["status"] == "pruned"]
+    assert pruned and all(r["psnr"] is None and r["last_reported_psnr"] is not None and r["pruned_at"] == 2
+                          for r in pruned)

@@ -73,7 +73,7 @@ def test_study_without_completed_trial_renders_and_says_so(storage_url: str) -> 
 
 
 def test_study_without_feasible_trial_renders_and_says_so(storage_url: str) -> None:
-    page = _page(storage_url, "infeasible", [trial_record(P, TrialState.COMPLETE, peak_gib=BUDGET + 1 + i)
+    page = _page(storage_url, "infeasible", [trial_record(P, TrialState.PRUNED, peak_gib=BUDGET + 1 + i)
                                              for i in range(3)])
     assert f"No completed trial is feasible under the {BUDGET:g} GiB budget with a PSNR" in page
     assert "No feasible trial with a PSNR: no Pareto front." in page  # said in the figure too
@@ -83,7 +83,7 @@ def test_study_without_feasible_trial_renders_and_says_so(storage_url: str) -> N
 def test_study_with_one_objective_value_renders_and_says_so(storage_url: str) -> None:
     page = _page(storage_url, "one", [trial_record(P, TrialState.COMPLETE, psnr=27.0)], spec=False)
     assert "Only one trial has a PSNR value" in page
-    assert "Not enough trials with a PSNR value (1; needs 2)." in page
+    assert "Not enough trials with a PSNR \\u00d74 value (1; needs 2)." in page  # plotly's JSON escapes "×"
     assert 'id="pareto-table"' in page  # the single trial is the front
 
 

@@ -39,16 +39,18 @@ def test_non_dominated_of_nothing_and_of_one_point() -> None:
 def test_statuses_and_feasibility_from_constraint_values() -> None:
     trials = [
         trial_record(P, TrialState.COMPLETE, psnr=28.0),
-        trial_record(P, TrialState.COMPLETE, peak_gib=BUDGET + 1),  # over budget: not trained
+        trial_record(P, TrialState.PRUNED, peak_gib=BUDGET + 1),  # over budget: not trained
         trial_record(P, TrialState.PRUNED, psnr=25.0),
         trial_record(P, TrialState.FAIL, fail_reason="oom"),
+        trial_record(P, TrialState.COMPLETE, peak_gib=BUDGET + 1),  # an older study's infeasible trial
     ]
     records = records_of(trials)
-    assert [r.status for r in records] == [FEASIBLE, INFEASIBLE, PRUNED, FAILED]
-    # The infeasible trial's objective value (the bicubic floor) is not taken for a PSNR.
-    assert records[1].psnr is None
-    assert records[2].psnr == 25.0  # last reported PSNR of the pruned trial
-    assert [r.pareto for r in records] == [True, False, False, False]
+    assert [r.status for r in records] == [FEASIBLE, INFEASIBLE, PRUNED, FAILED, INFEASIBLE]
+    # The older infeasible trial's objective value (the bicubic floor) is not taken for a PSNR.
+    assert records[1].psnr is None and records[4].psnr is None
+    # A pruned trial's last report is no final PSNR: it is kept apart, with the eval point it reached.
+    assert (records[2].psnr, records[2].last_reported_psnr, records[2].pruned_at) == (None, 25.0, 2)
+    assert [r.pareto for r in records] == [True, False, False, False, False]
 
 
 def test_legacy_constraint_list_alone_decides_feasibility() -> None:

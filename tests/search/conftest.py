@@ -65,9 +65,14 @@ max_retry = 2
 """
 
 
-def write_spec(folder: Path, budget: float = 1.0, extra: str = "", name: str = "tiny.toml") -> Path:
+def write_spec(folder: Path, budget: float = 1.0, extra: str = "", name: str = "tiny.toml",
+               multi_objective: bool = False) -> Path:
+    """The tiny spec; `multi_objective`: objectives = ["psnr", "peak_memory"], and no [pruner] (none prunes)."""
     path = folder / name
-    path.write_text(TINY_SPEC.format(budget=budget) + extra)
+    text = TINY_SPEC.format(budget=budget) + extra
+    if multi_objective:
+        text = 'objectives = ["psnr", "peak_memory"]\n' + text.replace('[pruner]\nname = "nop"\n', "")
+    path.write_text(text)
     return path
 
 

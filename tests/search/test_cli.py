@@ -14,7 +14,7 @@ from scent_search.cli import cli
 from tests.search.conftest import write_spec
 
 SEARCH_COMMANDS = ("run", "studies", "best")
-BUDGET = 0.33  # GiB: the tiny spec's predicted peaks are 0.32-0.35 GiB (mostly the reserved-memory allowance)
+BUDGET = 0.334  # GiB: the tiny spec's predicted peaks are 0.330-0.363 GiB (mostly the reserved allowance): about half fit
 
 # docs/internals.md "Trial records": what every trial carries, and what a trained one adds.
 EVERY_TRIAL = {"peak_allocated_bytes", "peak_reserved_bytes", "peak_gib", "peak_source", "budget_gib", "feasible",
@@ -40,7 +40,8 @@ def test_small_study_end_to_end(tmp_path, sqlite_url, study_name):
     study = optuna.load_study(study_name=study_name, storage=sqlite_url)
     assert len(study.trials) == 4
     for t in study.trials:
-        assert t.state == TrialState.COMPLETE
+        # trained (or copied) feasible configs COMPLETE; infeasible ones end PRUNED, untrained, with no value
+        assert t.state == (TrialState.COMPLETE if t.user_attrs["feasible"] else TrialState.PRUNED)
         assert t.constraints["peak_memory"] == pytest.approx(t.user_attrs["peak_gib"] - BUDGET)
         assert t.system_attrs["constraints"] == [t.constraints["peak_memory"]]
         assert EVERY_TRIAL <= set(t.user_attrs)

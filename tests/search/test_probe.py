@@ -56,6 +56,9 @@ class _StubCache:
     def calibration_margin(self):
         return 0.1
 
+    def calibration_pairs(self):
+        return list(self.pairs)
+
 
 def test_cuda_measurements_are_paired_with_predictions_once():
     cache = _StubCache()

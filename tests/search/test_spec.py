@@ -53,6 +53,11 @@ BAD = [
     ("[sampler]\nname = \"grid\"\n", "sampler.name", "unknown sampler"),
     ("[pruner]\nname = \"median\"\noptions = { warmup = 2 }\n", "pruner.options.warmup", "unknown option"),
     ("[heartbeat]\ninterval = 10\ngrace_period = 5\n", "heartbeat.grace_period", "must be >"),
+    ("objectives = [\"psnr\", \"flops\"]\n", "objectives", "must be ['psnr'] or ['psnr', 'peak_memory']"),
+    ("objectives = [\"peak_memory\", \"psnr\"]\n", "objectives", "must be"),
+    ("objectives = []\n", "objectives", "must be"),
+    ("objectives = \"psnr\"\n", "objectives", "expected"),
+    ("objectives = [\"psnr\", \"peak_memory\"]\n[pruner]\nname = \"median\"\n", "pruner.name", "cannot prune"),
 ]
 
 
@@ -111,3 +116,13 @@ def test_spatial_bias_is_an_opt_in_knob(tmp_path):
     bad.write_text(base + "[space]\nspatial_bias = ['grid', 'cosine']\n")
     with pytest.raises(ConfigError, match="space.spatial_bias: choices must be in"):
         load_spec(bad)
+
+
+def test_objectives_default_to_psnr_and_multi_objective_prunes_nothing(tmp_path):
+    single = load_spec(write_spec(tmp_path))
+    assert (single.objectives, single.directions, single.metric_names) == (("psnr",), ["maximize"], ["PSNR ×4 (dB)"])
+    mo = load_spec(write_spec(tmp_path, name="mo.toml", multi_objective=True))
+    assert mo.multi_objective and mo.directions == ["maximize", "minimize"]
+    assert mo.metric_names == ["PSNR ×4 (dB)", "peak memory (GiB)"]
+    assert mo.pruner.name == "nop"  # no [pruner]: nothing prunes
+    assert StudySpec.from_dict(mo.to_dict(), source=mo.source) == mo

@@ -58,6 +58,20 @@ class ModelConfig:
         _check(self.spatial_bias in SPATIAL_BIASES, "spatial_bias",
                f"must be one of {list(SPATIAL_BIASES)}, got {self.spatial_bias!r}")
 
+    def canonical(self) -> "ModelConfig":
+        """The same model with the knobs that change nothing normalised, so that equivalent configs compare equal.
+
+        With one scale there is nothing to share (share_scales -> False). With one scale and one decoder layer
+        the decoder has no FeedForward at all (no branch blocks, no hv_lins), so mult -> 1. Equivalent configs
+        build the same modules, draw the same initial weights and train to the same result.
+        """
+        out = self
+        if out.num_scales == 1 and out.share_scales:
+            out = out.replace(share_scales=False)
+        if out.num_scales == 1 and out.num_decoder_layers == 1 and out.mult != 1:
+            out = out.replace(mult=1)
+        return out
+
     @property
     def num_scales(self) -> int:
         return len(self.sigma_ls)

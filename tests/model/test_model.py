@@ -370,3 +370,25 @@ def test_modulation_ca_is_the_researchers_cross_attention(tiny_cfg):
     assert attn.heads == 2 and attn.to_q.out_features == 2 * 64  # heads 2, dim_head 64
     assert attn.to_kv.in_features == tiny_cfg.dim and dec.modulation_ca.norm_context is not None
     assert dec.query_lin.in_features == tiny_cfg.feature_dim and dec.query_lin.out_features == tiny_cfg.hidden_dim
+
+
+@pytest.mark.parametrize("changes", [
+    {"sigma_ls": (32.0,), "share_scales": True},  # one scale: nothing to share
+    {"sigma_ls": (32.0,), "num_decoder_layers": 1, "mult": 4},  # no FeedForward anywhere: mult changes nothing
+    {"sigma_ls": (32.0,), "num_decoder_layers": 1, "mult": 4, "share_scales": True},
+])
+def test_canonical_configs_build_the_same_model(tiny_cfg, changes):
+    cfg = tiny_cfg.replace(**changes)
+    canon = cfg.canonical()
+    assert canon != cfg and canon.canonical() == canon
+    a, b = build(cfg), build(canon)  # the same modules, drawn from the same seed
+    assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+    lr, coords = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(a(lr, coords), b(lr, coords), rtol=0, atol=0)
+
+
+def test_canonical_keeps_configs_that_differ(tiny_cfg):
+    for changes in ({"share_scales": True}, {"mult": 4}, {"num_decoder_layers": 1, "mult": 4}):
+        cfg = tiny_cfg.replace(**changes)  # two scales: sharing and mult both change the model
+        assert cfg.canonical() == cfg

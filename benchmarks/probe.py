@@ -4,8 +4,10 @@
 
 Prints the time to predict the baseline preset at batch 64 / 1024 queries / LR 32 / fp32: the first call in a
 fresh process (it pays FakeTensorMode's one-time set-up and the scan stand-in's fit) and warm calls (what a
-search pays per trial), then `scent-search seed-check`'s table (and the
-same claims with the mamba_ssm backend when this machine would run the torch one). Results go to docs/benchmarks.md.
+search pays per trial), then `scent-search seed-check`'s table (mamba-ssm's kernels, what the researcher runs)
+and the same claims with the pure-PyTorch processor. Results go to docs/benchmarks.md.
+
+    python benchmarks/probe.py --repeat 1 --smoke    # one warm call, no seed-check: checks that it runs
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3, help="warm predictions to time (median reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--smoke", action="store_true", help="time the predictions only (no seed-check tables)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -56,18 +59,19 @@ def main() -> None:
           f"+ first prediction {cold:.2f} s (includes fitting the scan stand-in)")
     print(f"  warm, median of {args.repeat}: {statistics.median(warm):.2f} s  (all: "
           f"{', '.join(f'{w:.2f}' for w in warm)})")
+    if args.smoke:
+        return
     print()
     res = CliRunner().invoke(cli, ["seed-check"])
     print(res.output, end="")
-    if prof.backend == "torch":  # what a GPU with mamba-ssm would run: the processor shrinks, the decoder not
-        from scent_search.memory import seed_check
+    from scent_search.memory import seed_check
 
-        other = seed_check(backend="mamba_ssm")
-        print()
-        print("with backend mamba_ssm (fused kernels; scent_search.memory.seed_check(backend='mamba_ssm')):")
-        for c in other["claims"]:
-            print(f"  {c['claim']:<48}{c['tool']:>10g} {c['unit']:<7}{'yes' if c['holds'] else 'NO'}")
-        print(f"  {sum(c['holds'] for c in other['claims'])} of {len(other['claims'])} claims hold")
+    other = seed_check(backend="torch")  # the pure-PyTorch processor: the scan's memory grows, the decoder's not
+    print()
+    print("with the pure-PyTorch processor (scent-search seed-check --backend torch):")
+    for c in other["claims"]:
+        print(f"  {c['claim']:<48}{c['tool']:>10g} {c['unit']:<7}{'yes' if c['holds'] else 'NO'}")
+    print(f"  {sum(c['holds'] for c in other['claims'])} of {len(other['claims'])} claims hold")
 
 
 if __name__ == "__main__":

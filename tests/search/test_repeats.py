@@ -103,6 +103,7 @@ def test_top_configs_are_retrained_with_further_seeds_outside_n_trials(tmp_path,
     assert all(len(t.intermediate_values) == 2 for t in study.trials[:4])
     printed = capsys.readouterr().out
     assert "Repeats: 4 more trainings of the top 2 config(s)" in printed
+    assert printed.count("(repeat of #") == 4  # each repeat's line says which trial it repeats
 
 
 def test_resume_enqueues_nothing_twice_and_only_what_a_larger_spec_adds(tmp_path, sqlite_url, study_name):

@@ -36,7 +36,7 @@ tr.pareto td:first-child { font-weight: 600; }
 _HEADERS = {"trial": "trial", "status": "status", "pareto": "Pareto", "peak_gib": "peak (GiB)",
             "peak_source": "peak source", "psnr": "final PSNR (dB)", "last_reported_psnr": "pruned: last PSNR (dB)",
             "pruned_at": "pruned at eval point", "bicubic_psnr": "bicubic PSNR (dB)", "steps_per_s": "steps/s",
-            "n_params": "parameters", "psnr_mean": "PSNR over seeds (dB): mean ± std (n)", "train_seed": "train seed",
+            "n_params": "parameters", "psnr_mean": "mean PSNR ± std (seeds)", "train_seed": "train seed",
             "repeat_of": "repeat of"}
 # psnr_mean, psnr_std and n_seeds are shown as one cell, "25.31 ± 0.12 (3)", under psnr_mean's header.
 _FOLDED = ("psnr_std", "n_seeds")

@@ -305,7 +305,8 @@ def studies(storage: str | None, as_json: bool) -> None:
 @storage_option
 @json_option
 def best(study: str, storage: str | None, as_json: bool) -> None:
-    """Show the best feasible trial of STUDY: its knobs, PSNR, peak memory and full model config.
+    """Show the best feasible config of STUDY: its knobs, mean PSNR over seeds, peak memory, full model config,
+    and the study's seed noise.
 
     \b
     Example:
@@ -324,16 +325,19 @@ def best(study: str, storage: str | None, as_json: bool) -> None:
         return
     bicubic = f"{b['bicubic_psnr']:.2f} dB" if b["bicubic_psnr"] is not None else "?"
     peak = f"{b['peak_gib']:.3f} GiB" if b["peak_gib"] is not None else "? GiB"
-    click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr']:.2f} dB (bicubic {bicubic})  "
-               f"peak {peak} ({b['peak_provenance']}) of {budget}")
+    std = f" ± {b['psnr_std']:.2f}" if b["psnr_std"] is not None else ""
+    click.echo(f"{study}: trial {b['trial']}  PSNR {b['psnr_mean']:.2f}{std} dB over {b['n_seeds']} seed(s) "
+               f"(bicubic {bicubic})  peak {peak} ({b['peak_provenance']}) of {budget}")
     for k, v in b["params"].items():
         click.echo(f"  {k:<20s} {v}")
     if data.get("model_config"):
         click.echo("  model config: " + json.dumps(data["model_config"]))
+    click.echo(data["noise_line"])
     if len(data["objectives"]) > 1:  # a multi-objective study optimises the whole front
         click.echo("Pareto set (PSNR vs peak memory, trained feasible trials):")
         for r in data["pareto"]:
-            click.echo(f"  trial {r['trial']:>4d}  peak {r['peak_gib']:.3f} GiB  PSNR {r['psnr']:.2f} dB")
+            click.echo(f"  trial {r['trial']:>4d}  peak {r['peak_gib']:.3f} GiB  PSNR {r['psnr_mean']:.2f} dB "
+                       f"(mean of {r['n_seeds']})")
 
 # ---- report commands: report, dashboard ----------------------------------------------------------
 

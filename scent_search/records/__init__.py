@@ -6,6 +6,8 @@ What a trial stores in Optuna and how every view reads it back, in one place:
 - `peak_rows`, `PeakRow`, `provenance`: the peak the constraint uses, itemised so that it adds up;
 - `KNOBS`, `Knob`, `knobs_label`: the searched knobs;
 - units and names: `GIB`, `gib`, `COMPONENTS`, `BREAKDOWN_KEYS`, `CONSTRAINT_NAME`, `OBJECTIVES`, the statuses;
+- `configs_of`, `ConfigResult`, `noise_of`, `Noise`, `with_seed_stats`, `best_config`: configs over their
+  seeds, the study's seed-to-seed noise and what is below it;
 - `DEFAULT_STORAGE`, `open_existing`, `load_study`, `safe_url`, `storage_errors`: reading a storage.
 """
 
@@ -13,6 +15,8 @@ from scent_search.records.knobs import KNOBS, MODEL_KNOBS, Knob, knobs_label, pa
 from scent_search.records.names import (BREAKDOWN_KEYS, COMPONENTS, CONSTRAINT_NAME, CONSTRAINT_PREFIX, DEVICE_ATTR,
                                         ERROR, FAILED, FEASIBLE, GIB, INFEASIBLE, INTERRUPTED, LEGACY_CONSTRAINTS_KEY,
                                         NOT_A_RESULT, OBJECTIVES, PRUNED, RUNNING, SPEC_ATTR, STATE, STATUSES, gib)
+from scent_search.records.noise import (NOISE_MULTIPLE, ConfigResult, Noise, best_config, config_key, configs_of,
+                                        noise_of, with_seed_stats)
 from scent_search.records.peak import (CALIBRATED, MEASURED, OVERHEAD_ROWS, PREDICTED, PeakRow, peak_rows,
                                        provenance)
 from scent_search.records.storage import (DEFAULT_STORAGE, is_sqlite, load_study, open_existing, parse_url,
@@ -21,6 +25,8 @@ from scent_search.records.trial import (ATTRS, TrialRecord, constraint_values, f
                                         legacy_constraints, mirror_legacy_constraints, set_constraint)
 
 __all__ = ["ATTRS", "BREAKDOWN_KEYS", "CALIBRATED", "COMPONENTS", "CONSTRAINT_NAME", "CONSTRAINT_PREFIX",
+           "ConfigResult", "NOISE_MULTIPLE", "Noise", "best_config", "config_key", "configs_of", "noise_of",
+           "with_seed_stats",
            "DEFAULT_STORAGE", "DEVICE_ATTR", "ERROR", "SPEC_ATTR", "FAILED", "FEASIBLE", "GIB", "INFEASIBLE",
            "INTERRUPTED", "KNOBS", "Knob", "LEGACY_CONSTRAINTS_KEY", "MEASURED", "MODEL_KNOBS", "NOT_A_RESULT",
            "OBJECTIVES", "OVERHEAD_ROWS", "PREDICTED", "PRUNED", "PeakRow", "RUNNING", "STATE", "STATUSES",

@@ -50,9 +50,11 @@ _KINDS: dict[type, Callable[[Any], Any]] = {
 }
 
 
-def attr(kind: type) -> Any:
-    """A field stored as the Optuna user attr of its name, holding a `kind` (float, int, bool, str, dict)."""
-    return field(default=None, metadata={"attr": kind})
+def attr(kind: type, *, identity: bool = False) -> Any:
+    """A field stored as the Optuna user attr of its name, holding a `kind` (float, int, bool, str, dict).
+    `identity`: set when the trial is enqueued, it says what the trial is (not what it measured), so a retry
+    of the trial keeps it (`TrialRecord.identity_attrs`)."""
+    return field(default=None, metadata={"attr": kind, "identity": identity})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +71,10 @@ class TrialRecord:
     pareto: bool = False  # set by the report's Pareto extraction
     last_reported_psnr: float | None = None  # a pruned trial: the PSNR of the last eval point it reached
     pruned_at: int | None = None  # a pruned trial: that eval point, counted from 1
+    # set by `records.with_seed_stats` on the trial that stands for its config (the lowest-numbered trained one):
+    psnr_mean: float | None = None  # mean final PSNR over the config's seeds (dB)
+    psnr_std: float | None = None  # their sample std (dB); None with one seed
+    n_seeds: int | None = None  # seeds the config was trained with to the end
 
     # -- user attrs: the peak, before anything can fail --
     peak_allocated_bytes: int | None = attr(int)
@@ -99,6 +105,9 @@ class TrialRecord:
     fail_reason: str | None = attr(str)  # oom, nan (results); interrupted, error (NOT_A_RESULT)
     fail_message: str | None = attr(str)
     duplicate_of: int | None = attr(int)  # a re-suggested config: training results copied from this trial
+    # -- user attrs: seeds (docs/search.md, "Repeats") --
+    train_seed: int | None = attr(int, identity=True)  # TrainConfig.seed it trained with (model init, data stream)
+    repeat_of: int | None = attr(int, identity=True)  # a repeat: the original trial whose config it retrains
 
     # ---- writing ------------------------------------------------------------------------------------
 
@@ -123,6 +132,13 @@ class TrialRecord:
         """The attr fields from `user_attrs` (coerced; None where missing or malformed), plus `known` fields."""
         values = {f.name: _KINDS[f.metadata["attr"]](user_attrs.get(f.name)) for f in _ATTR_FIELDS}
         return cls(**{**values, **known})
+
+    @classmethod
+    def identity_attrs(cls, user_attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """The identity attrs among `user_attrs` (coerced, set ones only): what a retry of the trial keeps."""
+        record = cls.from_attrs(user_attrs)
+        return {f.name: getattr(record, f.name) for f in _ATTR_FIELDS
+                if f.metadata["identity"] and getattr(record, f.name) is not None}
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> "TrialRecord":
@@ -167,11 +183,17 @@ class TrialRecord:
 
     @property
     def is_result(self) -> bool:
-        """A result about its config: COMPLETE (feasible or not), PRUNED, or FAIL with a training fail_reason
-        (oom, nan). Only these count toward a study's target."""
+        """A result about its config (and seed): COMPLETE (feasible or not), PRUNED, or FAIL with a training
+        fail_reason (oom, nan). Anything else is retried or replaced."""
         if self.state in (TrialState.COMPLETE.name, TrialState.PRUNED.name):
             return True
         return self.state == TrialState.FAIL.name and bool(self.fail_reason) and self.fail_reason not in NOT_A_RESULT
+
+    @property
+    def counts_toward_target(self) -> bool:
+        """A result of the exploration: `n_trials` counts these. A repeat (another seed of a config already
+        explored) is a result but does not count: `n_trials` is the number of configs explored."""
+        return self.is_result and self.repeat_of is None
 
     @property
     def plottable(self) -> bool:

@@ -1,7 +1,10 @@
 """CSV and JSON export of a study's trials, with the same columns as the report's table.
 
-Both hold every trial, one row each, with `pareto` marking the non-dominated completed feasible ones;
-the JSON also lists the Pareto rows on their own. Missing values are empty cells (CSV) or null (JSON).
+Both hold every trial, one row each, with `pareto` marking the trials standing for the non-dominated
+configs (at their mean PSNR over seeds: `psnr_mean`, `psnr_std`, `n_seeds` on those rows; a repeat's row
+has `repeat_of` and its `train_seed`). The JSON also lists the Pareto rows on their own, every trained
+feasible config with its trials and seeds, and the study's seed noise. Missing values are empty cells (CSV)
+or null (JSON).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def table(summary: StudySummary) -> tuple[list[str], list[dict[str, Any]]]:
 
 def to_json_data(summary: StudySummary) -> dict[str, Any]:
     names, rows = table(summary)
-    pareto = sorted((row for row in rows if row["pareto"]), key=lambda row: (row["peak_gib"], -row["psnr"]))
+    pareto = sorted((row for row in rows if row["pareto"]), key=lambda row: (row["peak_gib"], -row["psnr_mean"]))
     return {
         "study": summary.name,
         "budget_gib": summary.budget_gib,
@@ -32,6 +35,10 @@ def to_json_data(summary: StudySummary) -> dict[str, Any]:
         "columns": names,
         "pareto": pareto,
         "trials": rows,
+        "noise": summary.noise.to_dict(),
+        "configs": [{"trial": c.number, "params": dict(c.params), "trials": list(c.trials),
+                     "train_seeds": list(c.seeds), "psnrs": list(c.psnrs), "psnr_mean": c.mean, "psnr_std": c.std,
+                     "n_seeds": c.n, "peak_gib": c.peak_gib} for c in summary.configs],
     }
 
 

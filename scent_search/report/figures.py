@@ -33,11 +33,14 @@ COMPONENT_COLOURS = dict(zip(BREAKDOWN_KEYS, ("#636efa", "#ef553b", "#00cc96", "
 OVERHEAD_COLOURS = {MARGIN_ROW: "#c9c9c9", ALLOWANCE_ROW: "#e6e6e6", RESERVE_ROW: "#d6d6d6", RESIDUAL_ROW: "#f2f2f2"}
 
 # The groups of the Pareto plot: id, legend name, marker symbol, colour. Every plotted trial is in one group.
-PARETO, REPEAT = "pareto", "repeat"
+# A config is one point, at its mean PSNR over seeds (± std bars where it has several); its repeats with other
+# seeds are dashes at their own PSNR, and a copy of a trained twin a ring around it.
+PARETO, COPY, REPEAT = "pareto", "copy", "repeat"
 _GROUPS = (
     (PARETO, "Pareto front (#trial)", "circle", "#d62728"),
     (FEASIBLE, "feasible, trained", "circle", "#1f77b4"),
-    (REPEAT, "repeated config (results copied)", "circle-open", "#17becf"),
+    (REPEAT, "repeat with another seed (its own PSNR)", "line-ew-open", "#8c564b"),
+    (COPY, "same config, results copied (not retrained)", "circle-open", "#17becf"),
     (PRUNED, "pruned (last reported PSNR)", "diamond-open", "#ff7f0e"),
     (INFEASIBLE, "infeasible, not trained (at the floor)", "x", "#7f7f7f"),
     (FAILED, "failed (at the floor)", "triangle-down-open", "#9467bd"),
@@ -52,6 +55,8 @@ def _group(r: TrialRecord) -> str:
     if r.pareto:
         return PARETO
     if r.status == FEASIBLE and r.duplicate_of is not None:
+        return COPY
+    if r.status == FEASIBLE and r.repeat_of is not None:
         return REPEAT
     return r.status
 
@@ -86,13 +91,17 @@ def hover_text(r: TrialRecord, eval_points: int | None = None) -> str:
     if r.status == PRUNED:
         lines.append(e(pruned_text(r, eval_points)))
     elif r.psnr is not None:
-        lines.append(f"PSNR: {r.psnr:.2f} dB")
+        lines.append(f"PSNR: {r.psnr:.2f} dB" + (f" (train seed {r.train_seed})" if r.train_seed is not None else ""))
     else:
         lines.append("PSNR: – (not trained; drawn at the floor)")
+    if (r.n_seeds or 0) > 1:
+        lines.append(f"<b>over {r.n_seeds} seeds: {r.psnr_mean:.2f} ± {r.psnr_std:.2f} dB</b> (mean ± std; the point)")
     if r.bicubic_psnr is not None:
         lines.append(f"bicubic PSNR: {r.bicubic_psnr:.2f} dB")
     if r.duplicate_of is not None:
         lines.append(f"same config as #{r.duplicate_of}: results copied, not retrained")
+    if r.repeat_of is not None:
+        lines.append(f"repeat of #{r.repeat_of} with another seed: part of its mean, not a point of its own")
     if r.fail_reason:
         lines.append(f"fail reason: {e(r.fail_reason)}")
     return "<br>".join(lines)
@@ -104,9 +113,22 @@ def _empty(fig: go.Figure, message: str) -> go.Figure:
     return fig
 
 
-def _shown_psnr(r: TrialRecord) -> float | None:
-    """The PSNR a point is drawn at: the final one, else a pruned trial's last report."""
+def _own_psnr(r: TrialRecord) -> float | None:
+    """The trial's own PSNR: the final one, else a pruned trial's last report."""
     return r.psnr if r.psnr is not None else r.last_reported_psnr
+
+
+def _shown_psnr(r: TrialRecord) -> float | None:
+    """Where the Pareto plot draws a trial: a config's standing trial at its mean over seeds, else its own."""
+    return r.psnr_mean if r.psnr_mean is not None else _own_psnr(r)
+
+
+def _error_bars(group: Sequence[TrialRecord]) -> dict | None:
+    """± std over seeds of the configs that have several; None when none of the group has."""
+    if not any(r.psnr_std is not None for r in group):
+        return None
+    return {"type": "data", "array": [r.psnr_std or 0.0 for r in group], "visible": True, "thickness": 1.5,
+            "width": 5}
 
 
 def _floor(records: Sequence[TrialRecord]) -> float:
@@ -133,6 +155,7 @@ def pareto_figure(summary: StudySummary, height: int = 560) -> go.Figure:
     title and the legend say where the peaks come from (measured, predicted, calibrated)."""
     records = [r for r in summary.records if r.plottable]
     floor = _floor(records)
+    seeds = " (mean ± std over seeds)" if any(r.psnr_std is not None for r in records) else ""
     provenance = provenance_label(summary.provenances)
     fig = go.Figure()
     for group_id, name, symbol, colour in _GROUPS:
@@ -155,8 +178,10 @@ def pareto_figure(summary: StudySummary, height: int = 560) -> go.Figure:
             textposition=["top left" if i % 2 == 0 else "top right" for i in range(len(group))],
             textfont={"color": colour, "size": 11},
             line={"shape": "hv", "color": colour, "width": 2} if pareto else None,
-            marker={"symbol": symbol, "color": colour, "size": 15 if group_id == REPEAT else 11 if pareto else 9,
+            marker={"symbol": symbol, "color": colour,
+                    "size": 15 if group_id in (COPY, REPEAT) else 11 if pareto else 9,
                     "line": {"width": 1.5, "color": colour}},
+            error_y=_error_bars(group),
         ))
     if summary.budget_gib is not None:
         fig.add_vline(x=summary.budget_gib, line={"color": "#d62728", "dash": "dash", "width": 2},
@@ -168,7 +193,7 @@ def pareto_figure(summary: StudySummary, height: int = 560) -> go.Figure:
     fig.update_layout(template=TEMPLATE,
                       title={"text": f"PSNR against peak memory<br><sup>peaks {html.escape(provenance)}</sup>"},
                       xaxis_title="peak memory of one training step (GiB, the constraint's figure)",
-                      yaxis_title="validation PSNR, x4 (dB)", legend=_legend_below(f"peaks {provenance}:"),
+                      yaxis_title=f"validation PSNR, x4 (dB){seeds}", legend=_legend_below(f"peaks {provenance}:"),
                       hovermode="closest", height=height, margin={"t": 70, "l": 60, "r": 20, "b": 40})
     if not records:
         _empty(fig, "No finished trial with a peak memory yet.")
@@ -216,10 +241,11 @@ def breakdown_figure(summary: StudySummary, height: int = 500) -> go.Figure:
 # ---- parameter importance -----------------------------------------------------------------------------
 
 # Target name -> (sign, value of a record or None when it is no sample). PSNR only from trained trials
-# (the final PSNR of feasible ones); peak memory from every trial that has one, trained or not. Optuna's
-# default evaluator (PED-ANOVA) explains *low* target values, so a maximised target is negated.
+# (the final PSNR of feasible ones; a repeat with another seed is no new config); peak memory from every
+# trial that has one, trained or not. Optuna's default evaluator (PED-ANOVA) explains *low* target values,
+# so a maximised target is negated.
 IMPORTANCE_TARGETS: dict[str, tuple[float, Callable[[TrialRecord], float | None]]] = {
-    "PSNR ×4 (dB)": (-1.0, lambda r: r.psnr if r.status == FEASIBLE else None),
+    "PSNR ×4 (dB)": (-1.0, lambda r: r.psnr if r.status == FEASIBLE and r.repeat_of is None else None),
     "peak memory (GiB)": (1.0, lambda r: r.peak_gib),
 }
 
@@ -288,20 +314,27 @@ def importance_figure(importances: Mapping[str, Mapping[str, float] | str]) -> g
 
 
 def history_figure(summary: StudySummary) -> go.Figure:
-    """PSNR per trial number (a pruned trial at its last report, as its own trace), and the best feasible
-    PSNR so far. Trials that were not trained have no point."""
-    records = sorted((r for r in summary.records if _shown_psnr(r) is not None), key=lambda r: r.number)
+    """PSNR per trial number, each trial at its own PSNR (a pruned trial at its last report, as its own trace),
+    a config's mean ± std over seeds beside its original where it has several, and the best feasible PSNR
+    so far of the exploration (repeats come after it). Trials that were not trained have no point."""
+    records = sorted((r for r in summary.records if _own_psnr(r) is not None), key=lambda r: r.number)
     fig = go.Figure()
     for group_id, name, symbol, colour in _GROUPS:
         group = [r for r in records if _group(r) == group_id]
         if group:
-            fig.add_trace(go.Scatter(name=name, x=[r.number for r in group], y=[_shown_psnr(r) for r in group],
+            fig.add_trace(go.Scatter(name=name, x=[r.number for r in group], y=[_own_psnr(r) for r in group],
                                      mode="markers", marker={"symbol": symbol, "color": colour, "size": 8},
                                      hovertext=[hover_text(r, summary.eval_points) for r in group],
                                      hoverinfo="text"))
+    seeded = [r for r in records if r.psnr_std is not None]
+    if seeded:
+        fig.add_trace(go.Scatter(name="config: mean ± std over seeds", x=[r.number for r in seeded],
+                                 y=[r.psnr_mean for r in seeded], mode="markers", error_y=_error_bars(seeded),
+                                 marker={"symbol": "line-ew-open", "color": "#000000", "size": 14},
+                                 hovertext=[hover_text(r, summary.eval_points) for r in seeded], hoverinfo="text"))
     best, xs, ys = -math.inf, [], []
     for r in records:
-        if r.status == FEASIBLE and r.psnr is not None:
+        if r.status == FEASIBLE and r.psnr is not None and r.repeat_of is None:
             best = max(best, r.psnr)
         if best > -math.inf:
             xs.append(r.number)
@@ -340,11 +373,18 @@ def record_note(r: TrialRecord, budget_gib: float | None, eval_points: int | Non
     elif r.status == PRUNED:
         lines.append(f"- {pruned_text(r, eval_points)} (not a final PSNR)")
     else:
-        lines.append(f"- PSNR: {_fmt(r.psnr, ' dB')}")
+        seed = f" (train seed {r.train_seed})" if r.train_seed is not None and r.psnr is not None else ""
+        lines.append(f"- PSNR: {_fmt(r.psnr, ' dB')}{seed}")
+    if (r.n_seeds or 0) > 1:
+        lines.append(f"- over {r.n_seeds} training seeds: **{r.psnr_mean:.2f} ± {r.psnr_std:.2f} dB** (mean ± std; "
+                     "what the Pareto front and `best` rank)")
     if r.bicubic_psnr is not None:
         lines.append(f"- bicubic PSNR: {r.bicubic_psnr:.2f} dB")
     if r.duplicate_of is not None:
         lines.append(f"- same config as trial {r.duplicate_of}: results copied, not retrained")
+    if r.repeat_of is not None:
+        lines.append(f"- repeat of trial {r.repeat_of} with train seed {r.train_seed}: its config trained again to "
+                     "measure the seed noise; part of that trial's mean, not counted in n_trials")
     if r.fail_reason:
         lines.append(f"- fail reason: `{r.fail_reason}`")
     rows = r.peak_rows

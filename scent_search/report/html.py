@@ -17,7 +17,7 @@ import plotly.offline
 from scent_search.report import figures
 from scent_search.report.export import table
 from scent_search.records import CALIBRATED, FEASIBLE, INFEASIBLE, MEASURED, RUNNING
-from scent_search.report.pareto import PRUNED_COLUMNS, StudySummary, summarize
+from scent_search.report.pareto import PRUNED_COLUMNS, StudySummary, noise_line, pareto_noise, summarize
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px;
@@ -36,8 +36,18 @@ tr.pareto td:first-child { font-weight: 600; }
 _HEADERS = {"trial": "trial", "status": "status", "pareto": "Pareto", "peak_gib": "peak (GiB)",
             "peak_source": "peak source", "psnr": "final PSNR (dB)", "last_reported_psnr": "pruned: last PSNR (dB)",
             "pruned_at": "pruned at eval point", "bicubic_psnr": "bicubic PSNR (dB)", "steps_per_s": "steps/s",
-            "n_params": "parameters"}
+            "n_params": "parameters", "psnr_mean": "mean PSNR ± std (seeds)", "train_seed": "train seed",
+            "repeat_of": "repeat of"}
+# psnr_mean, psnr_std and n_seeds are shown as one cell, "25.31 ± 0.12 (3)", under psnr_mean's header.
+_FOLDED = ("psnr_std", "n_seeds")
 _DIGITS = {"peak_gib": 3, "psnr": 2, "last_reported_psnr": 2, "bicubic_psnr": 2, "steps_per_s": 2}
+
+
+def _seed_cell(row: dict[str, Any]) -> str:
+    if row["psnr_mean"] is None:
+        return '<td class="text">–</td>'
+    std = f" ± {row['psnr_std']:.2f}" if row["psnr_std"] is not None else ""
+    return f"<td>{row['psnr_mean']:.2f}{std} ({row['n_seeds']})</td>"
 
 
 def _cell(name: str, value: Any) -> str:
@@ -55,9 +65,11 @@ def _cell(name: str, value: Any) -> str:
 
 
 def _table(names: Sequence[str], rows: Sequence[dict[str, Any]], table_id: str) -> str:
+    names = [n for n in names if n not in _FOLDED]
     head = "".join(f"<th>{html.escape(_HEADERS.get(n, n))}</th>" for n in names)
     body = "".join(
-        f'<tr class="{"pareto" if row["pareto"] else ""}">' + "".join(_cell(n, row[n]) for n in names) + "</tr>"
+        f'<tr class="{"pareto" if row["pareto"] else ""}">'
+        + "".join(_seed_cell(row) if n == "psnr_mean" else _cell(n, row[n]) for n in names) + "</tr>"
         for row in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -86,7 +98,7 @@ def notices(summary: StudySummary) -> list[str]:
     if len(with_psnr) == 1:
         out.append("Only one trial has a PSNR value: the front is a single point, and importances "
                    "for PSNR cannot be computed.")
-    weak = [r for r in summary.pareto if r.bicubic_psnr is not None and r.psnr <= r.bicubic_psnr]
+    weak = [r for r in summary.pareto if r.bicubic_psnr is not None and r.psnr_mean <= r.bicubic_psnr]
     if weak:
         out.append(f"{len(weak)} Pareto trial(s) do not beat bicubic upsampling on the same crops "
                    f"({', '.join(f'#{r.number}' for r in weak)}): they learned nothing useful.")
@@ -123,7 +135,9 @@ def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
     summary = summarize(study, trials)
     importances = figures.param_importances(trials)
     names, rows = table(summary)
-    pareto_rows = sorted((row for row in rows if row["pareto"]), key=lambda row: (row["peak_gib"], -row["psnr"]))
+    pareto_rows = sorted((row for row in rows if row["pareto"]),
+                         key=lambda row: (row["peak_gib"], -row["psnr_mean"]))
+    noise = "".join(f"<p>{html.escape(line)}</p>" for line in (noise_line(summary), pareto_noise(summary)) if line)
     notes = "".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices(summary))
     pareto_table = (_table([n for n in names if n not in PRUNED_COLUMNS], pareto_rows, "pareto-table") if pareto_rows
                     else '<p class="notice">No Pareto trial.</p>')
@@ -144,11 +158,14 @@ def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
 </header>
 <section id="notices">{notes}</section>
 <section><h2>Pareto front</h2>
-<p>Maximise PSNR, minimise peak memory; the front holds completed feasible trials only, labelled with their
-numbers. Pruned trials are drawn at the last PSNR they reported (no final PSNR). Trials that were not
-trained (infeasible, failed before a PSNR) are drawn at the floor, 1 dB below every PSNR. A repeated
-config is a ring around the trial whose results it copied.</p>
+<p>Maximise PSNR, minimise peak memory; the front holds trained feasible configs only, each labelled with the
+number of its original trial. A config is one point, at its mean PSNR over its training seeds, with ± std
+error bars where it was trained with several; its repeats with other seeds are dashes at their own PSNR,
+never points of their own. Pruned trials are drawn at the last PSNR they reported (no final PSNR). Trials
+that were not trained (infeasible, failed before a PSNR) are drawn at the floor, 1 dB below every PSNR. A
+copied config (same config and seed, not retrained) is a ring around the trial whose results it copied.</p>
 {figures.as_html_div(figures.pareto_figure(summary), "pareto-front")}
+<div id="noise">{noise}</div>
 </section>
 <section><h2>Pareto trials</h2>{pareto_table}</section>
 <section><h2>Memory breakdown</h2>

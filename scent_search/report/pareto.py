@@ -1,7 +1,10 @@
 """The Pareto front of PSNR (maximise) against peak memory (minimise), and a study's summary.
 
 Every report output (HTML table, figures, CSV/JSON export, dashboard notes, `studies` / `best`, the end of
-`run`) reads trials as `records.TrialRecord`s, with `pareto` set here.
+`run`) reads trials as `records.TrialRecord`s, with `pareto` and the seed statistics (`psnr_mean`,
+`psnr_std`, `n_seeds`) set here. The front and the best are over configs, at their mean PSNR over seeds
+(`records.configs_of`): a repeat (`repeat_of`) or a copy (`duplicate_of`) is never a point of its own.
+`noise_line` and `pareto_noise` say, once for the terminal and the report, what is below the seed noise.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from typing import Any, Iterable, Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial
 
-from scent_search.records import (DEVICE_ATTR, FEASIBLE, OBJECTIVES, SPEC_ATTR, STATUSES, TrialRecord, finite,
-                                  param_order)
+from scent_search.records import (DEVICE_ATTR, FEASIBLE, NOISE_MULTIPLE, OBJECTIVES, SPEC_ATTR, STATUSES,
+                                  ConfigResult, Noise, TrialRecord, best_config, configs_of, finite, noise_of,
+                                  param_order, with_seed_stats)
 
 # Columns after the knobs, shared by the HTML table and the CSV/JSON export. `psnr` is the final PSNR of a
 # trial trained to the end; a pruned trial's last report is in its own columns (and eval point, from 1).
 PRUNED_COLUMNS = ("last_reported_psnr", "pruned_at")  # empty for every trial that was not pruned
-VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", *PRUNED_COLUMNS, "bicubic_psnr", "steps_per_s", "n_params")
+# A config's statistics over its seeds, on the row of the trial that stands for it (records.with_seed_stats).
+SEED_COLUMNS = ("psnr_mean", "psnr_std", "n_seeds")
+VALUE_COLUMNS = ("peak_gib", "peak_source", "psnr", *SEED_COLUMNS, *PRUNED_COLUMNS, "bicubic_psnr", "steps_per_s",
+                 "n_params", "train_seed", "repeat_of")
 LEAD_COLUMNS = ("trial", "status", "pareto")
 
 
@@ -61,15 +68,21 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 
 def records_of(trials: Iterable[FrozenTrial]) -> list[TrialRecord]:
-    """All trials as records, with `pareto` set on the non-dominated completed feasible ones.
+    """All trials as records, with the seed statistics set on each trained feasible config's standing
+    trial, and `pareto` on those whose config is non-dominated at its mean PSNR.
 
-    A repeat of an already trained config (`duplicate_of`) is the same point as its original, which alone
-    stands for it on the front.
+    A copy of an already trained config (`duplicate_of`) and a repeat with another seed (`repeat_of`) are
+    the same config as their original, which alone stands for it on the front.
     """
     records = [TrialRecord.from_trial(t) for t in trials]
-    candidates = [i for i, r in enumerate(records) if r.status == FEASIBLE and r.psnr is not None
-                  and r.peak_gib is not None and r.duplicate_of is None]
-    member = non_dominated([(records[i].psnr, records[i].peak_gib) for i in candidates])
+    return mark_pareto(with_seed_stats(records))
+
+
+def mark_pareto(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """`pareto` set on the standing trials (`psnr_mean` set) of the non-dominated configs."""
+    records = list(records)
+    candidates = [i for i, r in enumerate(records) if r.psnr_mean is not None and r.peak_gib is not None]
+    member = non_dominated([(records[i].psnr_mean, records[i].peak_gib) for i in candidates])
     for i, m in zip(candidates, member):
         if m:
             records[i] = dataclasses.replace(records[i], pareto=True)
@@ -90,8 +103,8 @@ def columns(records: Sequence[TrialRecord]) -> list[str]:
 
 
 def pareto_records(records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The Pareto trials, by increasing peak memory."""
-    return sorted((r for r in records if r.pareto), key=lambda r: (r.peak_gib, -r.psnr, r.number))
+    """The Pareto trials (each standing for its config), by increasing peak memory."""
+    return sorted((r for r in records if r.pareto), key=lambda r: (r.peak_gib, -r.psnr_mean, r.number))
 
 
 @dataclass(frozen=True)
@@ -106,10 +119,29 @@ class StudySummary:
     records: list[TrialRecord]
     objectives: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric name -> maximize | minimize
     eval_points: int | None = None  # PSNR reports per trained trial (train.eval_points)
+    configs: list[ConfigResult] = dataclasses.field(default_factory=list)  # trained feasible configs
+    repeats: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the spec's [repeats] (top_k, seeds)
 
     @property
     def pareto(self) -> list[TrialRecord]:
         return pareto_records(self.records)
+
+    @property
+    def noise(self) -> Noise:
+        return noise_of(self.configs)
+
+    @property
+    def best(self) -> ConfigResult | None:
+        """The trained feasible config with the highest mean PSNR."""
+        return best_config(self.configs)
+
+    def config(self, number: int) -> ConfigResult | None:
+        """The config that trial `number` stands for (None: it stands for none)."""
+        return next((c for c in self.configs if c.number == number), None)
+
+    @property
+    def n_repeats(self) -> int:
+        return sum(r.repeat_of is not None for r in self.records)
 
     @property
     def multi_objective(self) -> bool:
@@ -149,7 +181,9 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     attrs = study.user_attrs
     spec = attrs.get(SPEC_ATTR) if isinstance(attrs.get(SPEC_ATTR), Mapping) else {}
-    records = records_of(trials)
+    records = [TrialRecord.from_trial(t) for t in trials]
+    configs = configs_of(records)
+    records = mark_pareto(with_seed_stats(records))
     counts = {s: sum(r.status == s for r in records) for s in STATUSES}
     device = attrs.get(DEVICE_ATTR)
     directions = [d.name.lower() for d in study.directions]
@@ -165,4 +199,78 @@ def summarize(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) 
         records=records,
         objectives=dict(zip(names, directions)),
         eval_points=eval_points if isinstance(eval_points, int) and not isinstance(eval_points, bool) else None,
+        configs=configs,
+        repeats=dict(spec["repeats"]) if isinstance(spec.get("repeats"), Mapping) else {},
     )
+
+
+# ---- the seed noise, in words (the end of `run` and the report) -------------------------------------------
+
+
+def _repeats_off(summary: StudySummary) -> bool:
+    top_k = summary.repeats.get("top_k")
+    return not (isinstance(top_k, int) and top_k > 0 and summary.repeats.get("seeds", 1))
+
+
+def noise_unknown(summary: StudySummary) -> str:
+    """Why the noise is unknown."""
+    if _repeats_off(summary):
+        return "noise unknown: [repeats] is off"
+    return "noise unknown: no config has been trained with a second seed yet"
+
+
+def noise_line(summary: StudySummary) -> str:
+    """PSNR spread: best − worst = 1.84 dB over 10 trained configs; noise (seed-to-seed std, 3 configs × 3
+    seeds) = 0.21 dB: the spread is 8.8× the noise"""
+    noise, configs = summary.noise, summary.configs
+    if not configs:
+        return "PSNR spread: no trained feasible config yet"
+    if len(configs) == 1:
+        spread = "PSNR spread: one trained config, nothing to compare"
+    else:
+        spread = f"PSNR spread: best − worst = {noise.spread:.2f} dB over {len(configs)} trained configs"
+    if noise.std is None:
+        return f"{spread}; {noise_unknown(summary)}"
+    line = f"{spread}; noise (seed-to-seed std, {noise.describe()}) = {noise.std:.2f} dB"
+    if len(configs) == 1:
+        return line
+    best, worst = max(configs, key=lambda c: c.mean), min(configs, key=lambda c: c.mean)
+    if noise.ratio is not None:
+        line += f": the spread is {noise.ratio:.1f}× the noise"
+    if noise.below(best, worst):
+        line += " (best and worst are within the noise of each other)"
+    return line
+
+
+def near_best(summary: StudySummary) -> set[int]:
+    """Standing trial numbers of the configs whose mean is below the noise from the best's (the best
+    included); empty when the noise is unknown."""
+    best, noise = summary.best, summary.noise
+    if best is None or noise.std is None:
+        return set()
+    return {c.number for c in summary.configs if c.number == best.number or noise.below(best, c)}
+
+
+RULE = f"|Δ| < {NOISE_MULTIPLE:g}σ·√(1/n₁ + 1/n₂)"  # "below the noise" (records.Noise.below)
+
+
+def pareto_noise(summary: StudySummary) -> str:
+    """Which differences between neighbouring Pareto configs (by increasing peak) are below the noise."""
+    front = [summary.config(r.number) for r in summary.pareto]
+    noise = summary.noise
+    if len(front) < 2:
+        return ""
+    if noise.std is None:
+        return (f"The seed-to-seed noise is unknown ({noise_unknown(summary).removeprefix('noise unknown: ')}): no "
+                "difference between these configs can be told from seed noise.")
+    below, above = [], []
+    for a, b in zip(front, front[1:]):
+        text = f"#{a.number} → #{b.number} ({b.mean - a.mean:+.2f} dB, limit {noise.threshold(a.n, b.n):.2f} dB)"
+        (below if noise.below(a, b) else above).append(text)
+    parts = [f"Seed-to-seed noise σ = {noise.std:.2f} dB ({noise.describe()}); a difference is below the noise when "
+             f"{RULE}."]
+    parts.append("Below the noise: " + "; ".join(below) + "." if below else
+                 "No difference between neighbouring Pareto configs is below the noise.")
+    if above:
+        parts.append("Above it: " + "; ".join(above) + ".")
+    return " ".join(parts)

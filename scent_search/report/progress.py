@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import optuna
 
 from scent_search.records import INFEASIBLE, TrialRecord, knobs_label
+from scent_search.report.pareto import RULE
 from scent_search.report.results import study_table
 
 
@@ -34,6 +35,8 @@ def trial_line(r: TrialRecord) -> str:
     retry = f"  (retry of #{r.retry_of})" if r.retry_of is not None else ""
     if r.duplicate_of is not None:
         retry += f"  (same config as #{r.duplicate_of}: not retrained)"
+    if r.repeat_of is not None:
+        retry += f"  (repeat of #{r.repeat_of}, train seed {r.train_seed})"
     return f"#{r.number:<3d} {knobs_label(r.params):<40s} {peak:<28s} {outcome}  {secs}{retry}"
 
 
@@ -63,7 +66,7 @@ class TerminalReporter:
 
     def trial(self, record: TrialRecord) -> None:
         self.echo(trial_line(record))
-        if self.bar is not None and record.is_result:
+        if self.bar is not None and record.counts_toward_target:
             self.bar.update(1)
 
     def message(self, line: str) -> None:
@@ -80,28 +83,46 @@ class TerminalReporter:
             print(line, file=self.out, flush=True)
 
 
+def _psnr(row: dict[str, Any]) -> str:
+    """25.31 ± 0.12 dB (3 seeds), or 25.31 dB: a config's mean PSNR over its seeds."""
+    std = f" ± {row['psnr_std']:.2f}" if row["psnr_std"] is not None else ""
+    seeds = f" ({row['n_seeds']} seeds)" if (row["n_seeds"] or 1) > 1 else ""
+    return f"{row['psnr_mean']:.2f}{std} dB{seeds}"
+
+
 def summary_lines(study: optuna.Study, url: str, elapsed_s: float | None = None) -> list[str]:
-    """The end-of-run summary: best feasible trial, the Pareto set (PSNR vs peak memory), the database, and
-    the commands that show it (shell-quoted: a study name or URL may hold any character)."""
+    """The end-of-run summary: the best feasible config, the PSNR spread beside the seed noise, the Pareto set
+    (configs at their mean PSNR vs peak memory; those within the noise of the best marked), the database,
+    and the commands that show it (shell-quoted: a study name or URL may hold any character)."""
     table = study_table(study)
     lines = [""]
     c = table["counts"]
     took = f"; this run took {elapsed_s:.0f} s" if elapsed_s is not None else ""
+    repeats = f", {table['repeats']} of them repeats with other seeds" if table["repeats"] else ""
     lines.append(f"Study {study.study_name!r}: {table['finished']} trials ({c['feasible']} feasible, {c['infeasible']} "
-                 f"infeasible and not trained, {c['pruned']} pruned, {c['failed']} failed){took}")
+                 f"infeasible and not trained, {c['pruned']} pruned, {c['failed']} failed){repeats}{took}")
     best = table["best"]
     if best is None:
         lines.append("Best feasible trial: none yet")
     else:
-        lines.append(f"Best feasible trial: #{best['trial']}  PSNR {best['psnr']:.2f} dB (bicubic "
+        lines.append(f"Best feasible trial: #{best['trial']}  PSNR {_psnr(best)} (bicubic "
                      f"{_f(best['bicubic_psnr'])} dB)  peak {_f(best['peak_gib'], 3)} GiB "
                      f"({best['peak_provenance'] or '?'}) of {_f(table['budget_gib'], 'g')}  "
                      f"{knobs_label(best['params'])}")
+    lines.append(table["noise_line"])
     if table["pareto"]:
-        lines.append("Pareto set (PSNR vs peak memory, trained feasible trials):")
-        lines.append(f"  {'trial':>5s}  {'peak GiB':>8s}  {'PSNR dB':>7s}  knobs")
+        known = best is not None and best["within_noise_of_best"] is not None
+        lines.append("Pareto set (mean PSNR over seeds vs peak memory, trained feasible configs"
+                     + (f"; ≈: within the noise of the best, {RULE}" if known else "") + "):")
+        lines.append(f"  {'trial':>5s}  {'peak GiB':>8s}  {'PSNR dB':>13s}  {'seeds':>5s}  {'vs best':>8s}  knobs")
         for r in table["pareto"]:
-            lines.append(f"  {r['trial']:>5d}  {r['peak_gib']:>8.3f}  {r['psnr']:>7.2f}  {knobs_label(r['params'])}")
+            std = f" ± {r['psnr_std']:.2f}" if r["psnr_std"] is not None else ""
+            if r["trial"] == best["trial"]:
+                versus = "best"
+            else:
+                versus = f"{r['psnr_mean'] - best['psnr_mean']:+.2f}" + (" ≈" if r["within_noise_of_best"] else "  ")
+            lines.append(f"  {r['trial']:>5d}  {r['peak_gib']:>8.3f}  {r['psnr_mean'] :>6.2f}{std:<7s}  "
+                         f"{r['n_seeds']:>5d}  {versus:>8s}  {knobs_label(r['params'])}")
     lines.append(f"Database: {url}  (study {study.study_name!r})")
     name, storage = shlex.quote(study.study_name), shlex.quote(url)
     lines.append(f"  report:    scent-search report {name} --storage {storage} --out report.html")

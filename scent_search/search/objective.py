@@ -10,8 +10,11 @@
    constraint before the state). Its record keeps the peak, the constraint and `feasible = false`;
 5. feasible: train, report the x4 PSNR at each eval point (pruning), return the final PSNR (multi-objective
    studies: the final PSNR and the peak in GiB, no reports: Optuna cannot prune them);
-   A config already trained to completion in this study is not trained again: its results are
-   copied, with user attr `duplicate_of` (training is deterministic per config).
+   A config already trained to completion in this study with the same training seed is not trained
+   again: its results are copied, with user attr `duplicate_of` (training is deterministic per config
+   and seed). A repeat (search/repeats.py: enqueued with `repeat_of` and `train_seed`) trains with its
+   `train_seed`, reports no intermediate PSNR and is never pruned; every other trial trains with the
+   spec's `[train] seed`. The seed is recorded as `train_seed`.
 6. OOM / NaN in training: user attr `fail_reason`, then `TrainingFailed` propagates and the runner
    marks the trial FAIL; the study goes on.
 
@@ -20,6 +23,7 @@ Every user attr is written as a (partial) `records.TrialRecord`: its fields are 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -80,28 +84,34 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = suggest(trial, self.spec)
+        given = TrialRecord.from_attrs(trial.user_attrs)  # a repeat's identity, set when it was enqueued
+        repeat = given.repeat_of is not None
+        seed = given.train_seed if given.train_seed is not None else self.spec.train.seed
+        cfg = dataclasses.replace(cfg, train=cfg.train.replace(seed=seed))
         peak_gib = self._constrain(trial, cfg, self.probe(cfg.model, cfg.shape))
         if peak_gib > self.spec.budget_gib:
             TrialRecord(steps_done=0, train_seconds=0.0).write(trial)
             raise optuna.TrialPruned(f"infeasible: peak {peak_gib:.3f} GiB > budget {self.spec.budget_gib:g} GiB, "
                                      "not trained")
-        previous = self._trained_twin(trial)
-        psnr = self._reuse(trial, previous) if previous is not None else self._train(trial, cfg)
+        previous = self._trained_twin(trial, seed, self.spec.train.seed)
+        psnr = self._reuse(trial, previous) if previous is not None else self._train(trial, cfg, prune=not repeat)
         values = [{"psnr": psnr, "peak_memory": peak_gib}[name] for name in self.spec.objectives]
         return values[0] if len(values) == 1 else values
 
     # Copied from a completed twin: training is deterministic for a config (fixed seed and data), so a
     # re-suggested config would only spend its training time again to get the same PSNR.
     _REUSED = ("psnr", "bicubic_psnr", "steps_per_s", "samples_per_s", "flops_per_step", "n_params", "backend",
-               "steps_done", "train_seconds")
+               "steps_done", "train_seconds", "train_seed")
 
     @staticmethod
-    def _trained_twin(trial: optuna.Trial) -> TrialRecord | None:
+    def _trained_twin(trial: optuna.Trial, seed: int, spec_seed: int) -> TrialRecord | None:
+        """A completed trial of the same config trained with the same seed (no recorded seed: the spec's)."""
         params = trial.params
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.params == params and t.number != trial.number:
                 twin = TrialRecord.from_attrs(t.user_attrs, number=t.number)
-                if twin.psnr is not None:  # a recorded PSNR: it was trained (or copied from one that was)
+                twin_seed = twin.train_seed if twin.train_seed is not None else spec_seed
+                if twin.psnr is not None and twin_seed == seed:  # trained (or copied from one that was)
                     return twin
         return None
 
@@ -126,14 +136,15 @@ class Objective:
                     model_config=cfg.model.to_dict(), fail_reason=OutOfMemory.reason if peak.oom else None).write(trial)
         return peak_gib
 
-    def _train(self, trial: optuna.Trial, cfg: TrialConfig) -> float:
+    def _train(self, trial: optuna.Trial, cfg: TrialConfig, prune: bool = True) -> float:
         def on_eval(index: int, psnr: float) -> None:
-            if self.spec.multi_objective:
-                return  # Optuna refuses reports (and pruning) in a multi-objective study
+            if self.spec.multi_objective or not prune:
+                return  # Optuna refuses reports (and pruning) in a multi-objective study; a repeat is not judged
             trial.report(psnr, index)  # step = eval point index (0, 1, ...): pruner options count evals
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at eval point {index + 1} with PSNR {psnr:.2f} dB")
 
+        TrialRecord(train_seed=cfg.train.seed).write(trial)
         t0 = time.perf_counter()
         try:
             result = self.train_fn(cfg.model, cfg.train, self.data, self.device, on_eval=on_eval)

@@ -166,6 +166,29 @@ class HeartbeatSpec:
 
 
 @dataclass(frozen=True)
+class RepeatsSpec:
+    """The study's noise, measured inside it (docs/search.md, "Repeats"): once the exploration has its
+    `n_trials`, the `top_k` trained feasible configs with the highest PSNR are trained again with `seeds`
+    further training seeds each ([train] seed + 1, ..., + seeds). top_k = 0: off."""
+
+    top_k: int = 0
+    seeds: int = 2
+
+    def __post_init__(self) -> None:
+        require(self.top_k >= 0, "top_k", f"must be >= 0 (configs to repeat; 0: off), got {self.top_k}")
+        require(self.seeds >= 1 or self.top_k == 0, "seeds",
+                f"must be >= 1 (further seeds per repeated config) when top_k > 0, got {self.seeds}")
+        require(self.seeds >= 0, "seeds", f"must be >= 0 (further seeds per repeated config), got {self.seeds}")
+
+    @property
+    def on(self) -> bool:
+        return self.top_k > 0 and self.seeds > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A study: what to search, under which memory budget, how each trial trains, and where it is stored.
 
@@ -189,6 +212,7 @@ class StudySpec:
     sampler: SamplerSpec = field(default_factory=SamplerSpec)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
     heartbeat: HeartbeatSpec = field(default_factory=HeartbeatSpec)
+    repeats: RepeatsSpec = field(default_factory=RepeatsSpec)
     source: str | None = field(default=None, compare=False)  # the file it was read from (for messages)
 
     def __post_init__(self) -> None:
@@ -300,7 +324,8 @@ class StudySpec:
 
 
 _SPEC_TABLES: dict[str, type] = {"target": TargetShape, "train": TrainConfig, "model": ModelConfig,
-                                 "sampler": SamplerSpec, "pruner": PrunerSpec, "heartbeat": HeartbeatSpec}
+                                 "sampler": SamplerSpec, "pruner": PrunerSpec, "heartbeat": HeartbeatSpec,
+                                 "repeats": RepeatsSpec}
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -317,5 +342,5 @@ def load_spec(path: str | Path) -> StudySpec:
     return StudySpec.from_dict(data, source=str(path))
 
 
-__all__ = ["HeartbeatSpec", "OBJECTIVE_SETS", "PRUNERS", "PrunerSpec", "SAMPLERS", "SamplerSpec", "SearchSpace",
-           "StudySpec", "load_spec"]
+__all__ = ["HeartbeatSpec", "OBJECTIVE_SETS", "PRUNERS", "PrunerSpec", "RepeatsSpec", "SAMPLERS", "SamplerSpec",
+           "SearchSpace", "StudySpec", "load_spec"]

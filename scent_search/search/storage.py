@@ -5,7 +5,7 @@
   under `schema_lock`; StorageError (never a traceback, never a password) if it cannot be used.
 - `schema_lock(url)`: held while tables are created, so processes starting at once on a new database do
   not race to create the same tables.
-- `RetryStaleTrial`: re-enqueues a dead worker's trial with its params but clean attrs.
+- `RetryStaleTrial`: re-enqueues a dead worker's trial with its params and identity but clean attrs.
 - `slot_lock(storage, study_name)`: serialises "count trials, then ask" between workers (PostgreSQL
   advisory lock), so a study never runs past its target.
 
@@ -28,7 +28,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from scent_search.errors import StorageError
-from scent_search.records import CONSTRAINT_PREFIX, LEGACY_CONSTRAINTS_KEY, safe_url, sqlite_file
+from scent_search.records import CONSTRAINT_PREFIX, LEGACY_CONSTRAINTS_KEY, TrialRecord, safe_url, sqlite_file
 from scent_search.db import engine_kwargs
 from scent_search.records.storage import OPEN_ERRORS, open_error, parse_url
 from scent_search.search.spec import HeartbeatSpec, StudySpec
@@ -112,10 +112,11 @@ def schema_lock(url: str) -> Iterator[None]:
 class RetryStaleTrial:
     """Heartbeat-stale callback: re-enqueue the dead worker's trial with the same params.
 
-    Unlike Optuna's `RetryHeartbeatStaleTrialCallback`, the retry gets no user attrs and none of the
-    `constraints` / `constraints:<key>` system attrs: `set_constraint` refuses to overwrite a value,
-    so a copied one would silently stand in for the retry's own measurement. The retry bookkeeping
-    (`failed_trial`, `retry_history`) is kept, in Optuna's format.
+    Unlike Optuna's `RetryHeartbeatStaleTrialCallback`, the retry gets none of the `constraints` /
+    `constraints:<key>` system attrs (`set_constraint` refuses to overwrite a value, so a copied one would
+    silently stand in for the retry's own measurement) and of the user attrs only the identity ones
+    (`TrialRecord.identity_attrs`: a repeat's `repeat_of` and `train_seed`), none that the dead trial
+    measured. The retry bookkeeping (`failed_trial`, `retry_history`) is kept, in Optuna's format.
     """
 
     def __init__(self, max_retry: int | None = 2) -> None:
@@ -131,7 +132,7 @@ class RetryStaleTrial:
         clean["retry_history"] = history
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-            system_attrs=clean))
+            system_attrs=clean, user_attrs=TrialRecord.identity_attrs(trial.user_attrs)))
 
 
 def open_storage(url: str, heartbeat: HeartbeatSpec | None = None) -> RDBStorage:

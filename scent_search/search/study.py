@@ -10,7 +10,9 @@
 A trial counts toward the target when it is COMPLETE (feasible or not), PRUNED, or FAIL with a
 training `fail_reason` (oom, nan: a result about that config). Trials failed by a dead worker's
 heartbeat, by Ctrl-C (`interrupted`) or by an unexpected error (`error`) do not count: they are
-retried or replaced.
+retried or replaced. A repeat (another training seed of a config already explored, search/repeats.py)
+never counts: once the target is reached, the Runner's `after_target` hook (the repeat phase) enqueues them
+and the worker runs them before it stops.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scent_search import compat
 from scent_search.errors import ConfigError, TrainingFailed
 from scent_search.records import DEVICE_ATTR, ERROR, INTERRUPTED, SPEC_ATTR, TrialRecord, safe_url, storage_errors
+from scent_search.search import repeats
 from scent_search.search.spec import StudySpec
 from scent_search.search.storage import slot_lock
 
@@ -46,7 +49,7 @@ class Counts:
 
 def count_trials(study: optuna.Study) -> Counts:
     trials = study.get_trials(deepcopy=False)
-    return Counts(finished=sum(TrialRecord.from_trial(t).is_result for t in trials),
+    return Counts(finished=sum(TrialRecord.from_trial(t).counts_toward_target for t in trials),
                   running=sum(t.state == TrialState.RUNNING for t in trials),
                   waiting=sum(t.state == TrialState.WAITING for t in trials), total=len(trials))
 
@@ -100,6 +103,7 @@ def open_study(spec: StudySpec, storage: RDBStorage, url: str, *, seed: int | No
             study.set_metric_names(spec.metric_names)
         if check:
             check_resumable(study, spec)
+            repeats.check_resumable(study, spec)  # [repeats] may grow on resume, not shrink
         if SPEC_ATTR not in study.user_attrs:
             stored = spec.to_dict()
             stored["storage"] = safe_url(url)  # the dashboard shows study attrs: never a password
@@ -120,18 +124,21 @@ class Interrupted(Exception):
 
 
 class Runner:
-    """Runs trials of `study` with `objective` until the study has `target` finished trials, `deadline`
-    (time.time()) passes, or Ctrl-C. `on_trial` gets each trial this worker finished."""
+    """Runs trials of `study` with `objective` until the study has `target` finished trials (and
+    `after_target(study)`, called under the slot lock from then on, returns nothing waiting or running),
+    `deadline` (time.time()) passes, or Ctrl-C. `on_trial` gets each trial this worker finished."""
 
     def __init__(self, study: optuna.Study, objective: Callable[[optuna.Trial], float], *, url: str, target: int,
                  deadline: float | None = None, on_trial: TrialSink | None = None, poll_s: float = 2.0,
                  after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 on_wait: Callable[[Counts], None] | None = None) -> None:
+                 on_wait: Callable[[Counts], None] | None = None,
+                 after_target: Callable[[optuna.Study], Any] | None = None) -> None:
         self.study, self.objective, self.url = study, objective, url
         self.target, self.deadline, self.poll_s = target, deadline, poll_s
         self.on_trial = on_trial or (lambda t: None)
         self.after_trial = after_trial
         self.on_wait = on_wait
+        self.after_target = after_target  # e.g. repeats.RepeatPhase: trials the study runs once it has its target
         self.ran: list[int] = []  # trial numbers this worker finished
 
     def _rdb(self) -> RDBStorage:
@@ -144,11 +151,15 @@ class Runner:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials -> FAIL, retries enqueued
             counts = count_trials(self.study)
-            if counts.finished >= self.target:
-                return False
             if self.deadline is not None and time.time() >= self.deadline:
                 return False
-            if counts.finished + counts.running >= self.target:
+            if counts.finished >= self.target:  # then only the after-target trials: enqueued, waiting, running
+                extra = self.after_target(self.study) if self.after_target is not None else None
+                if not extra:
+                    return False
+                if not extra.waiting:  # running elsewhere: wait (a dead worker's trial is retried here)
+                    return None
+            elif counts.finished + counts.running >= self.target:
                 if self.on_wait:
                     self.on_wait(counts)
                 return None

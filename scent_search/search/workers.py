@@ -132,6 +132,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
 
     from scent_search.search.objective import Objective
     from scent_search.search.probe import PeakProbe, profiling_device
+    from scent_search.search.repeats import RepeatPhase
     from scent_search.search.storage import open_storage, schema_lock
     from scent_search.search.study import Runner, open_study
 
@@ -153,7 +154,8 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
 
     runner = Runner(study, objective, url=job.url, target=job.target, deadline=job.deadline,
                     on_trial=lambda t: on_trial(TrialRecord.from_trial(t)), after_trial=job.after_trial,
-                    on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)))
+                    on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)),
+                    after_target=RepeatPhase(job.spec, on_message) if job.spec.repeats.on else None)
     return runner.run()
 
 

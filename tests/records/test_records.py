@@ -104,7 +104,7 @@ def test_record_rows_fall_back_to_peak_gib_without_constraint_bytes():
 
 def test_every_field_but_the_trials_own_is_an_attr():
     own = {"number", "state", "params", "constraints", "seconds", "retry_of", "pareto", "last_reported_psnr",
-           "pruned_at"}
+           "pruned_at", "psnr_mean", "psnr_std", "n_seeds"}
     assert set(ATTRS) == {f.name for f in dataclasses.fields(TrialRecord)} - own
     assert set(WRITTEN.to_attrs()) == {k for k in ATTRS if getattr(WRITTEN, k) is not None}
 

@@ -45,8 +45,8 @@ def test_exports_have_the_tables_columns(rich_study: optuna.Study, tmp_path) -> 
     write_csv(summary, tmp_path / "t.csv")
     write_json(summary, tmp_path / "t.json")
     expected = ["trial", "status", "pareto", "hidden_dim", "mult", "num_decoder_layers", "share_scales", "sigma_ls",
-                "peak_gib", "peak_source", "psnr", "last_reported_psnr", "pruned_at", "bicubic_psnr", "steps_per_s",
-                "n_params"]
+                "peak_gib", "peak_source", "psnr", "psnr_mean", "psnr_std", "n_seeds", "last_reported_psnr",
+                "pruned_at", "bicubic_psnr", "steps_per_s", "n_params", "train_seed", "repeat_of"]
     assert columns(summary.records) == expected
     with open(tmp_path / "t.csv", newline="") as f:
         assert next(csv.reader(f)) == expected

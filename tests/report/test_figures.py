@@ -74,7 +74,7 @@ def test_pareto_points_carry_trial_numbers_and_each_kind_its_own_trace(storage_u
     traces = {t.name: t for t in fig.data}
     front = traces["Pareto front (#trial)"]
     assert list(front.text) == ["#0", "#1"] and "text" in front.mode
-    repeat = traces["repeated config (results copied)"]
+    repeat = traces["same config, results copied (not retrained)"]
     assert list(repeat.customdata) == [2] and repeat.marker.symbol != front.marker.symbol
     assert "same config as #0" in repeat.hovertext[0]
     pruned = traces["pruned (last reported PSNR)"]

@@ -74,10 +74,10 @@ name = "nop"
 
 
 def overhead(url: str, trials: int) -> dict[str, float]:
-    from scent_search.config import StudySpec
-    from scent_search.search import prepare_run, run_study, workers
-    from scent_search.search.probe import Peak
     import tomllib
+
+    from scent_search.report import DashboardArtifactsCallback
+    from scent_search.search import Peak, StudySpec, prepare_run, run_study
 
     spent = {"train": 0.0, "probe": 0.0, "dashboard": 0.0}
 
@@ -99,26 +99,21 @@ def overhead(url: str, trials: int) -> dict[str, float]:
                                      samples_per_s=2.0, flops_per_step=1, n_params=1, backend="torch",
                                      device="cpu", steps_done=2, train_seconds=0.0)
 
-    refresh = workers._dashboard_refresh()
+    refresh = DashboardArtifactsCallback()  # what the CLI hands run_study
 
-    def timed_refresh(study):
+    def timed_refresh(study, trial):
         t0 = time.perf_counter()
-        refresh(study)
+        refresh(study, trial)
         spent["dashboard"] += time.perf_counter() - t0
 
     spec = StudySpec.from_dict(tomllib.loads(TINY), source="benchmarks/search.py")
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    orig = workers._dashboard_refresh
-    workers._dashboard_refresh = lambda: timed_refresh
     try:
         plan = prepare_run(spec=spec, storage=url, study_name=name, n_trials=trials)
-        quiet = types.SimpleNamespace(start=lambda **k: None, trial=lambda e: None, message=lambda m: None,
-                                      finish=lambda *a: None)
         t0 = time.perf_counter()
-        run_study(plan, quiet, train_fn=train, probe=probe)
+        run_study(plan, train_fn=train, probe=probe, after_trial=timed_refresh)
         wall = time.perf_counter() - t0
     finally:
-        workers._dashboard_refresh = orig
         optuna.delete_study(study_name=name, storage=url)
     outside = wall - spent["train"] - spent["probe"]
     return {"per_trial_ms": 1e3 * outside / trials, "dashboard_ms": 1e3 * spent["dashboard"] / trials,
@@ -130,8 +125,8 @@ def overhead(url: str, trials: int) -> dict[str, float]:
 
 
 def infeasible_fraction(trials: int) -> dict[str, float]:
+    from scent_search.report import TerminalReporter
     from scent_search.search import prepare_run, run_study
-    from scent_search.search.progress import TerminalReporter
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/default.db"
@@ -164,14 +159,15 @@ def surrogate_psnr(hidden_dim: int, mult: int, layers: int, share: bool, scales:
 
 def surrogate_table(cache: Path) -> dict[str, float]:
     """Predicted constraint GiB of every core-knob config of studies/seed-40gb.toml (cached in `cache`)."""
-    from scent_search.config import load_spec
     from scent_search.memory import DEFAULT_MARGIN, profile_step
-    from scent_search.search.space import sigma_label
+    from scent_search.records.knobs import sigma_label
+    from scent_search.search import load_spec
 
     spec = load_spec(REPO / "studies" / "seed-40gb.toml")
     table = json.loads(cache.read_text()) if cache.is_file() else {}
     s = spec.space
-    for h, m, L, share, sig in product(s.hidden_dim, s.mult, s.num_decoder_layers, s.share_scales, s.sigma_ls):
+    for h, m, L, share, sig in product(s["hidden_dim"], s["mult"], s["num_decoder_layers"], s["share_scales"],
+                                       s["sigma_ls"]):
         key = f"{h}|{m}|{L}|{share}|{sigma_label(sig)}"
         if key not in table:
             cfg = spec.model.replace(hidden_dim=h, mult=m, num_decoder_layers=L, share_scales=share, sigma_ls=sig)
@@ -182,19 +178,19 @@ def surrogate_table(cache: Path) -> dict[str, float]:
 
 def trials_to_best(sampler: optuna.samplers.BaseSampler, table: dict[str, float], budget: float,
                    best_key: str, cap: int) -> int:
-    from scent_search.config import load_spec
+    from scent_search.records.knobs import sigma_label
+    from scent_search.search import load_spec
 
     space = load_spec(REPO / "studies" / "seed-40gb.toml").space
-    from scent_search.search.space import sigma_label
 
     found = []
 
     def objective(trial: optuna.Trial) -> float:
-        h = trial.suggest_categorical("hidden_dim", list(space.hidden_dim))
-        m = trial.suggest_categorical("mult", list(space.mult))
-        L = trial.suggest_categorical("num_decoder_layers", list(space.num_decoder_layers))
-        share = trial.suggest_categorical("share_scales", list(space.share_scales))
-        sig = trial.suggest_categorical("sigma_ls", [sigma_label(c) for c in space.sigma_ls])
+        h = trial.suggest_categorical("hidden_dim", list(space["hidden_dim"]))
+        m = trial.suggest_categorical("mult", list(space["mult"]))
+        L = trial.suggest_categorical("num_decoder_layers", list(space["num_decoder_layers"]))
+        share = trial.suggest_categorical("share_scales", list(space["share_scales"]))
+        sig = trial.suggest_categorical("sigma_ls", [sigma_label(c) for c in space["sigma_ls"]])
         key = f"{h}|{m}|{L}|{share}|{sig}"
         trial.set_constraint("peak_memory", table[key] - budget)
         if key == best_key:

@@ -5,7 +5,8 @@ tests/test_compat.py checks the installed versions and each access below). Every
 scent-search uses the public APIs only, and these functions where no public one exists:
 
 - the ids and the storage behind a `Study` / `Trial` (`_study_id`, `_trial_id`, `_storage`, the cache
-  wrapper's `_backend`);
+  wrapper's `_backend`), and the study's system attrs (Optuna's `Study` has no public accessor for them);
+- the params an enqueued trial will take (the `fixed_params` system attr `Study.enqueue_trial` writes);
 - the heartbeat thread `Study.optimize` runs around each trial (`optuna.storages._heartbeat`);
 - rows of Optuna's trial system-attr table (`optuna.storages._rdb.models`): optuna-dashboard 0.21 reads the
   legacy `constraints` list, and Optuna's API refuses to write attrs of a finished trial;
@@ -66,6 +67,21 @@ def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
     trial.storage.set_trial_system_attr(trial_id(trial), key, value)
 
 
+def enqueued_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The params `Study.enqueue_trial` fixed for a trial ({} for any other trial)."""
+    return dict(trial.system_attrs.get("fixed_params", {}))
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    return study_storage(study).get_study_system_attrs(study_id(study))
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """A study system attr (JSON-able): data the study keeps for our views that the dashboard does not list
+    among the user attrs."""
+    study_storage(study).set_study_system_attr(study_id(study), key, value)
+
+
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> ContextManager[Any]:
     """The heartbeat `Study.optimize` keeps for each trial (a no-op where heartbeats are off)."""
     return get_heartbeat_thread(trial_id(trial), study_storage(study))
@@ -110,12 +126,12 @@ def upsert_trial_system_attr(rdb: RDBStorage, key: str, values: dict[int, Any]) 
 
 def dashboard_figures_json(study: optuna.Study) -> dict[str, str]:
     """graph-object id -> the plotly JSON optuna-dashboard stores for the study."""
-    return get_plotly_graph_objects(study_storage(study).get_study_system_attrs(study_id(study)))
+    return get_plotly_graph_objects(study_system_attrs(study))
 
 
 def dashboard_notes(study: optuna.Study, trials: Iterable[FrozenTrial]) -> dict[int, tuple[str, int]]:
     """trial number -> (note body, note version) as optuna-dashboard stores them ("" and 0: no note)."""
-    attrs = study_storage(study).get_study_system_attrs(study_id(study))
+    attrs = study_system_attrs(study)
     notes = {}
     for t in trials:
         note = get_note_from_system_attrs(attrs, trial_id(t))
@@ -128,6 +144,7 @@ def save_dashboard_note(study: optuna.Study, trial: FrozenTrial, version: int, b
     save_note_with_version(study_storage(study), study_id(study), trial_id(trial), version, body)
 
 
-__all__ = ["WRITTEN_AGAINST", "dashboard_figures_json", "dashboard_notes", "heartbeat", "rdb_storage",
-           "read_trial_system_attrs", "save_dashboard_note", "set_trial_system_attr", "stored_trial",
-           "study_id", "study_storage", "trial_id", "upsert_trial_system_attr"]
+__all__ = ["WRITTEN_AGAINST", "dashboard_figures_json", "dashboard_notes", "enqueued_params", "heartbeat",
+           "rdb_storage", "read_trial_system_attrs", "save_dashboard_note", "set_study_system_attr",
+           "set_trial_system_attr", "stored_trial", "study_id", "study_storage",
+           "study_system_attrs", "trial_id", "upsert_trial_system_attr"]

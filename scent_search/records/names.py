@@ -13,6 +13,8 @@ CONSTRAINT_PREFIX = LEGACY_CONSTRAINTS_KEY + ":"
 # Study user attrs: the spec the study was made from (StudySpec.to_dict(), password masked) and the device
 # kind of the run that made it.
 SPEC_ATTR, DEVICE_ATTR = "spec", "device"
+# Study system attr: the feasibility map of the study's space (records/feasibility.py).
+MAP_ATTR = "feasibility_map"
 
 # A trial's status in every view. Every finished trial has exactly one; running ones are not plotted.
 FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING = "feasible", "infeasible", "pruned", "failed", "running"

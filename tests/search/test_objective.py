@@ -7,7 +7,7 @@ import pytest
 from optuna.trial import TrialState
 
 from scent_search import compat
-from scent_search.search import RetryStaleTrial, prepare_run, run_study
+from scent_search.search import Peak, RetryStaleTrial, prepare_run, run_study
 from scent_search.report import TerminalReporter
 
 from tests.search.conftest import FakeTrain, budget_between
@@ -17,15 +17,22 @@ RECORD_ATTRS = {"peak_allocated_bytes", "peak_reserved_bytes", "peak_gib", "peak
 TRAINED_ATTRS = {"psnr", "bicubic_psnr", "steps_per_s", "samples_per_s", "flops_per_step"}
 
 
-def _run(spec_path, url, name, n_trials, *, budget=None, train=None, probe=None, capsys=None):
+def _run(spec_path, url, name, n_trials, *, budget=None, train=None, probe=None, map_probe=None, capsys=None):
     plan = prepare_run(spec_path, storage=url, study_name=name, n_trials=n_trials, memory_budget=budget)
-    out = run_study(plan, TerminalReporter(bar=False), train_fn=train, probe=probe)
+    out = run_study(plan, TerminalReporter(bar=False), train_fn=train, probe=probe, map_probe=map_probe)
     return out, optuna.load_study(study_name=name, storage=url)
 
 
+def _fits_everything(model_cfg, shape) -> Peak:
+    """A map that foresees every config fitting (what a prediction below a GPU's measurement looks like)."""
+    return Peak(0, 0, 0, "predicted")
+
+
 def test_infeasible_config_completes_without_training(spec_path, sqlite_url, study_name, fake_probe, fake_train):
-    """A budget below every config: every trial COMPLETEs infeasible, and nothing is trained."""
-    out, study = _run(spec_path, sqlite_url, study_name, 3, budget=1e-6, train=fake_train, probe=fake_probe)
+    """A trial's peak over the budget that the map did not foresee (on CUDA: measured above the prediction):
+    the trial COMPLETEs infeasible, and nothing is trained."""
+    out, study = _run(spec_path, sqlite_url, study_name, 3, budget=1e-6, train=fake_train, probe=fake_probe,
+                      map_probe=_fits_everything)
     assert out.finished == 3 and fake_train.runs == [] and fake_train.steps == 0
     for t in study.trials:
         assert t.state == TrialState.COMPLETE
@@ -73,13 +80,13 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path, sqlite_url, study_name, f
     assert TrialState.PRUNED in states and out.finished == 5
 
 
-def test_some_configs_infeasible_with_a_budget_between(spec_path, tiny_spec, sqlite_url, study_name, fake_probe,
-                                                      fake_train):
-    out, study = _run(spec_path, sqlite_url, study_name, 10, budget=budget_between(tiny_spec), train=fake_train,
-                      probe=fake_probe)
-    feasible = [t.user_attrs["feasible"] for t in study.trials]
-    assert any(feasible) and not all(feasible)
-    assert len(fake_train.runs) <= sum(feasible)  # only feasible configs ever reach training
+def test_configs_the_map_finds_infeasible_are_never_trials(spec_path, tiny_spec, sqlite_url, study_name, fake_probe,
+                                                           fake_train):
+    budget = budget_between(tiny_spec)
+    out, study = _run(spec_path, sqlite_url, study_name, 10, budget=budget, train=fake_train, probe=fake_probe)
+    assert out.finished == 10 and all(t.user_attrs["feasible"] for t in study.trials)
+    assert all(t.user_attrs["peak_gib"] <= budget for t in study.trials)
+    assert len(fake_train.runs) == 10  # each trial a new config: all trained
 
 
 def test_retry_drops_stale_constraints(sqlite_url, study_name):

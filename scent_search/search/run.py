@@ -7,7 +7,8 @@ compatibility with the spec).
 
 `run_study` first predicts the feasibility map of the space (search/feasibility.py) and stores it in the
 study; the workers' sampler then draws only feasible configs that no trial holds, and the run ends early,
-with a message, when none is left. It is given what shows and refreshes the run: a reporter (what the terminal prints) and
+with a message, when none is left. On a CPU-only run it says what a trial costs here when that is high
+(search/cost.py). It is given what shows and refreshes the run: a reporter (what the terminal prints) and
 an `after_trial` callback (e.g. the report's dashboard refresher). The search service imports neither.
 """
 
@@ -26,6 +27,7 @@ import optuna
 from scent_search.data import load_data
 from scent_search.errors import ConfigError
 from scent_search.records import FeasibilityMap, TrialRecord, safe_url, store_map, storage_errors
+from scent_search.search.cost import WARN_ABOVE_S, StepTimer, time_step, trial_cost
 from scent_search.search.feasibility import FeasibleSpace, configs, predict_map
 from scent_search.search.probe import PeakProbe, Probe
 from scent_search.search.spec import SearchSpace, StudySpec, default_spec_path, load_spec
@@ -175,14 +177,30 @@ def feasibility_map(plan: RunPlan, probe: Probe | None, reporter: Reporter) -> F
     return fmap
 
 
+def announce_cost(plan: RunPlan, fmap: FeasibilityMap, reporter: Reporter, timer: StepTimer | None) -> None:
+    """On a CPU-only run, say what a trial will cost here when that is more than a couple of minutes."""
+    if set(plan.devices) != {"cpu"}:
+        return
+    cost = trial_cost(plan.spec, fmap, timer or time_step, plan.data)
+    if cost is None or cost.seconds <= WARN_ABOVE_S:
+        return
+    with storage_errors(plan.url):
+        study = optuna.load_study(study_name=plan.spec.name, storage=open_storage(plan.url, None))
+        untried = len(FeasibleSpace(fmap).untried(study.get_trials(deepcopy=False)))
+    reporter.message(cost.message(min(max(0, plan.target - plan.finished), untried), plan.spec.source))
+
+
 def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: AfterTrial | None = None,
-              train_fn: Any = None, probe: Any = None, map_probe: Any = None) -> RunOutcome:
+              train_fn: Any = None, probe: Any = None, map_probe: Any = None,
+              step_timer: StepTimer | None = None) -> RunOutcome:
     """Run the plan's workers until the study has `n_trials` finished trials, nothing feasible is left to
     try, the timeout, or Ctrl-C.
 
-    First the feasibility map (every config's peak, predicted; stored in the study). One worker runs in this process; more are spawned. For tests,
+    First the feasibility map (every config's peak, predicted; stored in the study), then on a CPU-only run
+    the cost of a trial here, if it is high. One worker runs in this process; more are spawned. For tests,
     `train_fn` and `probe` (the trials' peak) may be injected for the in-process worker, `map_probe` for the
-    map (default: `probe` when one is given, else the profile cache's prediction). `reporter` (default: silent) gets start(...), trial(record), message(line) and finish(study, url,
+    map (default: `probe` when one is given, else the profile cache's prediction), and `step_timer` for the
+    cost. `reporter` (default: silent) gets start(...), trial(record), message(line) and finish(study, url,
     elapsed_s). `after_trial(study, frozen_trial)` runs in each worker after each of its trials.
     """
     reporter = reporter or SilentReporter()
@@ -206,6 +224,7 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
 
     try:
         fmap = feasibility_map(plan, map_probe or probe, reporter)
+        announce_cost(plan, fmap, reporter, step_timer)
         jobs = _jobs(plan, after_trial, fmap)
         if len(jobs) == 1:
             run_job(jobs[0], lambda e: handle("trial", e), train_fn=train_fn, probe=probe, data=plan.data,

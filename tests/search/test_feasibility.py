@@ -1,6 +1,6 @@
 """The feasibility map and what the search does with it: every config of the space enumerated once, the sampler
 drawing only feasible configs that no trial holds, the study ending cleanly when none is left, the map cached,
-and measured peaks replacing predicted ones."""
+measured peaks replacing predicted ones, and the cost of a CPU trial said up front."""
 
 from __future__ import annotations
 
@@ -212,3 +212,44 @@ def test_a_second_map_predicts_nothing_and_shows_measured_peaks(tmp_path, sqlite
     assert second.new_predictions == 0 and len(calls) == 2
     (cell,) = [c for c in second.map.cells if c.source == "measured"]
     assert cell.trial == 0 and cell.peak_gib == pytest.approx(cell.params["mult"] / 1024)
+
+
+# ---- the cost of a CPU trial ---------------------------------------------------------------------
+
+
+def test_a_cpu_run_says_what_a_trial_costs_before_it_starts(tmp_path, sqlite_url, study_name):
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text().replace("steps = 6", "steps = 3000\nseconds = 900.0"))
+    timed = []
+
+    def timer(cfg, data) -> float:
+        timed.append(cfg)
+        return 1.9
+
+    out = io.StringIO()
+    _run(path, sqlite_url, study_name, 2, budget=100.0, out=out, step_timer=timer)
+    lines = out.getvalue().splitlines()
+    (line,) = [ln for ln in lines if ln.startswith("A trial trains")]
+    assert "3000 steps here at ~1.9 s/step" in line and "about 95 min per trial, cut to 15 min by [train] seconds" in line
+    assert "2 trials ≈ 30 min on this CPU" in line and f"scent-search map {path}" in line
+    assert lines.index(line) < min(i for i, ln in enumerate(lines) if ln.startswith("#"))  # before the trials
+    assert len(timed) == 1 and timed[0].train.batch_size == 2 and timed[0].train.sample_q == 64  # [train]'s shape
+
+
+def test_a_study_whose_trials_are_short_is_not_timed(spec_path, sqlite_url, study_name):
+    def timer(cfg, data):
+        raise AssertionError("timed a cheap study")
+
+    path = spec_path
+    path.write_text(path.read_text().replace("steps = 6", "steps = 6\nseconds = 20.0"))
+    out = io.StringIO()
+    _run(path, sqlite_url, study_name, 1, budget=100.0, out=out, step_timer=timer)
+    assert "A trial trains" not in out.getvalue()
+
+
+def test_a_fast_step_says_nothing(tmp_path, sqlite_url, study_name):
+    path = write_spec(tmp_path)
+    path.write_text(path.read_text().replace("steps = 6", "steps = 3000"))
+    out = io.StringIO()
+    _run(path, sqlite_url, study_name, 1, budget=100.0, out=out, step_timer=lambda cfg, data: 0.01)  # 30 s
+    assert "A trial trains" not in out.getvalue()

@@ -153,41 +153,38 @@ def _map_hint(plan: RunPlan) -> str:
     return f"scent-search map {shlex.quote(plan.spec.source) if plan.spec.source else 'STUDY.toml'}"
 
 
-def feasibility_map(plan: RunPlan, probe: Probe | None, reporter: Reporter) -> FeasibilityMap:
-    """The study's feasibility map (predicted: the profile cache of the study's database answers configs it
-    has seen), stored in the study for the report and the dashboard."""
+def _prediction_probe(plan: RunPlan) -> PeakProbe:
+    """The profile cache of the study's database, predicting (the map is predicted, on CUDA too)."""
     storage = open_storage(plan.url, None)
-    new = None
-    if probe is None:
-        with schema_lock(plan.url):
-            probe = PeakProbe(storage.engine, "predict")
-        new = -probe.cache.count()
-    n = len(configs(plan.spec))
-    reporter.message(f"Feasibility map: the peak of each of the {n} configs of the space at the target step "
-                     "(predicted once; the study's database keeps them)")
+    with schema_lock(plan.url):
+        return PeakProbe(storage.engine, "predict")
+
+
+def feasibility_map(plan: RunPlan, probe: Probe, reporter: Reporter) -> FeasibilityMap:
+    """The study's feasibility map (the profile cache answers configs it has seen), stored in the study for the
+    report and the dashboard."""
+    cache = getattr(probe, "cache", None)
+    before = cache.count() if cache is not None else None
+    reporter.message(f"Feasibility map: the peak of each of the {len(configs(plan.spec))} configs of the space at "
+                     "the target step (predicted once; the study's database keeps them)")
     t0 = time.time()
     fmap = predict_map(plan.spec, probe)
-    if new is not None:
-        new += probe.cache.count()
+    new = cache.count() - before if cache is not None else 0
     took = f"; {new} predicted now in {time.time() - t0:.0f} s" if new else ""
     reporter.message(f"Feasibility map: {fmap.summary()}{took}; only those are tried, infeasible configs cost no "
                      f"trial. Table and heatmap: {_map_hint(plan)}")
     with storage_errors(plan.url):
-        store_map(optuna.load_study(study_name=plan.spec.name, storage=storage), fmap)
+        store_map(optuna.load_study(study_name=plan.spec.name, storage=open_storage(plan.url, None)), fmap)
     return fmap
 
 
-def announce_cost(plan: RunPlan, fmap: FeasibilityMap, reporter: Reporter, timer: StepTimer | None) -> None:
+def announce_cost(plan: RunPlan, probe: Probe, reporter: Reporter, timer: StepTimer | None) -> None:
     """On a CPU-only run, say what a trial will cost here when that is more than a couple of minutes."""
     if set(plan.devices) != {"cpu"}:
         return
-    cost = trial_cost(plan.spec, fmap, timer or time_step, plan.data)
-    if cost is None or cost.seconds <= WARN_ABOVE_S:
-        return
-    with storage_errors(plan.url):
-        study = optuna.load_study(study_name=plan.spec.name, storage=open_storage(plan.url, None))
-        untried = len(FeasibleSpace(fmap).untried(study.get_trials(deepcopy=False)))
-    reporter.message(cost.message(min(max(0, plan.target - plan.finished), untried), plan.spec.source))
+    cost = trial_cost(plan.spec, probe, timer or time_step)
+    if cost is not None and cost.seconds > WARN_ABOVE_S:
+        reporter.message(cost.message(max(0, plan.target - plan.finished), plan.spec.source))
 
 
 def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: AfterTrial | None = None,
@@ -196,8 +193,8 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
     """Run the plan's workers until the study has `n_trials` finished trials, nothing feasible is left to
     try, the timeout, or Ctrl-C.
 
-    First the feasibility map (every config's peak, predicted; stored in the study), then on a CPU-only run
-    the cost of a trial here, if it is high. One worker runs in this process; more are spawned. For tests,
+    First, on a CPU-only run, the cost of a trial here if it is high; then the feasibility map (every
+    config's peak, predicted; stored in the study). One worker runs in this process; more are spawned. For tests,
     `train_fn` and `probe` (the trials' peak) may be injected for the in-process worker, `map_probe` for the
     map (default: `probe` when one is given, else the profile cache's prediction), and `step_timer` for the
     cost. `reporter` (default: silent) gets start(...), trial(record), message(line) and finish(study, url,
@@ -223,8 +220,9 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
             reporter.message(payload)
 
     try:
-        fmap = feasibility_map(plan, map_probe or probe, reporter)
-        announce_cost(plan, fmap, reporter, step_timer)
+        map_probe = map_probe or probe or _prediction_probe(plan)
+        announce_cost(plan, map_probe, reporter, step_timer)
+        fmap = feasibility_map(plan, map_probe, reporter)
         jobs = _jobs(plan, after_trial, fmap)
         if len(jobs) == 1:
             run_job(jobs[0], lambda e: handle("trial", e), train_fn=train_fn, probe=probe, data=plan.data,

@@ -222,7 +222,7 @@ def test_a_cpu_run_says_what_a_trial_costs_before_it_starts(tmp_path, sqlite_url
     path.write_text(path.read_text().replace("steps = 6", "steps = 3000\nseconds = 900.0"))
     timed = []
 
-    def timer(cfg, data) -> float:
+    def timer(cfg) -> float:
         timed.append(cfg)
         return 1.9
 
@@ -230,14 +230,31 @@ def test_a_cpu_run_says_what_a_trial_costs_before_it_starts(tmp_path, sqlite_url
     _run(path, sqlite_url, study_name, 2, budget=100.0, out=out, step_timer=timer)
     lines = out.getvalue().splitlines()
     (line,) = [ln for ln in lines if ln.startswith("A trial trains")]
-    assert "3000 steps here at ~1.9 s/step" in line and "about 95 min per trial, cut to 15 min by [train] seconds" in line
-    assert "2 trials ≈ 30 min on this CPU" in line and f"scent-search map {path}" in line
-    assert lines.index(line) < min(i for i, ln in enumerate(lines) if ln.startswith("#"))  # before the trials
+    assert "3000 steps here at ~1.9 s/step (h=32 m=2 L=2 share=T s=16,4)" in line
+    assert "about 95 min per trial, cut to 15 min by [train] seconds; 2 trials ≈ 30 min on this CPU" in line
+    assert line.endswith(f"The memory question needs no training: scent-search map {path}")
+    assert lines.index(line) < min(i for i, ln in enumerate(lines) if ln.startswith(("Feasibility map", "#")))
     assert len(timed) == 1 and timed[0].train.batch_size == 2 and timed[0].train.sample_q == 64  # [train]'s shape
 
 
+def test_a_step_too_big_for_this_machine_is_timed_at_a_smaller_batch(tiny_spec):
+    """A GPU-sized step (here: a stand-in peak of 16 GiB) is timed at a batch that fits and scaled back."""
+    from scent_search.search.cost import trial_cost
+
+    spec = tiny_spec.replace(train=tiny_spec.train.replace(batch_size=64, steps=1000))
+    batches = []
+
+    def timer(cfg):
+        batches.append(cfg.train.batch_size)
+        return 0.5
+
+    cost = trial_cost(spec, lambda model, shape: Peak(16 * 2**30, 0, 0, "predicted"), timer)
+    assert batches == [8] and cost.step_s == pytest.approx(0.5 * 64 / 8)
+    assert "timed at batch 8, scaled to 64" in cost.message(3, "x.toml")
+
+
 def test_a_study_whose_trials_are_short_is_not_timed(spec_path, sqlite_url, study_name):
-    def timer(cfg, data):
+    def timer(cfg):
         raise AssertionError("timed a cheap study")
 
     path = spec_path
@@ -251,5 +268,18 @@ def test_a_fast_step_says_nothing(tmp_path, sqlite_url, study_name):
     path = write_spec(tmp_path)
     path.write_text(path.read_text().replace("steps = 6", "steps = 3000"))
     out = io.StringIO()
-    _run(path, sqlite_url, study_name, 1, budget=100.0, out=out, step_timer=lambda cfg, data: 0.01)  # 30 s
+    _run(path, sqlite_url, study_name, 1, budget=100.0, out=out, step_timer=lambda cfg: 0.01)  # 30 s
     assert "A trial trains" not in out.getvalue()
+
+
+def test_the_real_step_timer_times_a_tiny_step_and_leaves_the_random_streams_alone(tiny_spec):
+    import torch
+
+    from scent_search.search.cost import representative, time_step
+    from scent_search.search.space import trial_config
+
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    seconds = time_step(trial_config(tiny_spec, representative(tiny_spec)))
+    assert 0 < seconds < 60 and torch.equal(torch.rand(3), expected)

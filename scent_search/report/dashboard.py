@@ -23,6 +23,7 @@ from optuna_dashboard import save_plotly_graph_object
 from scent_search import compat
 from scent_search.errors import StorageError
 from scent_search.records import RUNNING, mirror_legacy_constraints
+from scent_search.report import feasibility
 from scent_search.report.figures import dashboard_figures, record_note
 from scent_search.report.pareto import summarize
 
@@ -44,7 +45,7 @@ def refresh_study_artifacts(study: optuna.Study) -> None:
         raise StorageError(f"cannot mirror the legacy constraint values: {str(e).splitlines()[0]}") from e
     summary = summarize(study, trials)
     stored = compat.dashboard_figures_json(study)
-    for graph_id, figure in dashboard_figures(summary).items():
+    for graph_id, figure in {**dashboard_figures(summary), **feasibility.dashboard_figures(study, summary)}.items():
         if stored.get(graph_id) != figure.to_json():
             save_plotly_graph_object(study, figure, graph_object_id=graph_id)
     notes = compat.dashboard_notes(study, trials)

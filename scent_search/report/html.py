@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import optuna
 import plotly.offline
 
-from scent_search.report import figures
+from scent_search.report import feasibility, figures
 from scent_search.report.export import table
 from scent_search.records import FEASIBLE, INFEASIBLE, RUNNING
 from scent_search.report.pareto import StudySummary, summarize
@@ -138,6 +138,7 @@ def render_report(study: optuna.Study, now: dt.datetime | None = None) -> str:
 </section>
 <section><h2>Pareto trials</h2>{pareto_table}</section>
 <section><h2>Memory breakdown</h2>{figures.as_html_div(figures.breakdown_figure(summary), "memory-breakdown")}</section>
+{feasibility.report_section(study, summary)}
 <section><h2>Parameter importance</h2>
 {figures.as_html_div(figures.importance_figure(importances), "param-importance")}
 </section>

@@ -110,3 +110,14 @@ def test_study_system_attrs_and_enqueued_params(study):
     assert compat.enqueued_params(study.trials[0]) == {"hidden_dim": 32}
     study.tell(trial, 1.0)
     assert compat.enqueued_params(study.ask().study.trials[1]) == {}
+
+
+def test_user_attrs_of_a_running_trial_in_one_go(study):
+    trial = study.ask()
+    trial.set_user_attr("kept", 1)
+    compat.set_trial_user_attrs(trial, {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2})
+    assert trial.user_attrs == {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2}
+    assert compat.stored_trial(study, trial).user_attrs == {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2}
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):  # finished: refused, as by set_user_attr
+        compat.set_trial_user_attrs(trial, {"a": 3})

@@ -237,13 +237,16 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
       scent-search run --space 'hidden_dim=[16, 32]' --study-name narrow
       scent-search run studies/seed-40gb.toml --storage postgresql+psycopg://me@db/scent --workers 4
     """
+    from scent_search.records import load_study, open_existing
     from scent_search.report import DashboardArtifactsCallback, TerminalReporter
     from scent_search.search import prepare_run, run_study
 
     plan = prepare_run(spec_file, storage=storage, study_name=study_name, n_trials=n_trials, timeout=timeout,
                        device=device, workers=workers, memory_budget=memory_budget, seed=seed,
                        space=_parse_set(space, "--space"))
-    outcome = run_study(plan, TerminalReporter(), after_trial=DashboardArtifactsCallback())
+    refresh = DashboardArtifactsCallback()  # after trials, at most every 30 s
+    outcome = run_study(plan, TerminalReporter(), after_trial=refresh)
+    refresh.final(load_study(open_existing(plan.url), plan.spec.name, plan.url))
     if outcome.errors:
         raise click.ClickException("; ".join(outcome.errors))
     if outcome.interrupted:

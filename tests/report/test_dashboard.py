@@ -107,8 +107,19 @@ def test_callback_refreshes_after_every_trial(storage_url: str) -> None:
         seen.append(f'"trial-{trial.number}"' in figure and optuna_dashboard_note(s, trial) != "")
 
     study.sampler = optuna.samplers.RandomSampler(seed=1)
-    study.optimize(_objective, n_trials=4, callbacks=[DashboardArtifactsCallback(), probe])
+    study.optimize(_objective, n_trials=4, callbacks=[DashboardArtifactsCallback(min_interval_s=0), probe])
     assert seen == [True] * 4
+
+
+def test_callback_refreshes_at_most_once_per_interval_and_at_the_end(storage_url: str) -> None:
+    study = make_study(storage_url, "throttled", [])
+    callback = DashboardArtifactsCallback(min_interval_s=3600)
+    study.sampler = optuna.samplers.RandomSampler(seed=1)
+    study.optimize(_objective, n_trials=3, callbacks=[callback])
+    s = fresh(storage_url, "throttled")
+    assert [optuna_dashboard_note(s, t) != "" for t in s.trials] == [True, False, False]  # the first trial's only
+    callback.final(s)
+    assert all(optuna_dashboard_note(s, t) != "" for t in fresh(storage_url, "throttled").trials)
 
 
 def test_a_storage_error_in_the_callback_is_logged_and_does_not_end_the_study(

@@ -89,10 +89,19 @@ class FeasibleSpace:
     def __init__(self, fmap: FeasibilityMap) -> None:
         self.map = fmap
         self._feasible = {fmap.key(c.params): dict(c.params) for c in fmap.feasible}
+        self._finished: dict[int, tuple | None] = {}  # trial number -> the key it holds, once finished for good
+
+    def _held(self, t: FrozenTrial) -> tuple | None:
+        if t.number in self._finished:
+            return self._finished[t.number]
+        params = held_params(t)
+        key = None if params is None else self.map.key(params)
+        if t.state.is_finished():  # a finished trial never changes: read its record once
+            self._finished[t.number] = key
+        return key
 
     def taken(self, trials: Sequence[FrozenTrial]) -> set[tuple]:
-        keys = (self.map.key(p) for p in map(held_params, trials) if p is not None)
-        return {k for k in keys if k is not None}
+        return {k for k in map(self._held, trials) if k is not None}
 
     def untried(self, trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
         """Feasible configs no trial holds, in the map's order."""

@@ -42,9 +42,11 @@ def trial_config(spec: StudySpec, params: Mapping[str, Any]) -> TrialConfig:
 
 
 def suggest(trial: optuna.Trial, spec: StudySpec) -> TrialConfig:
-    """Suggest the knobs of `spec.space` on `trial` (a retried trial gets its stored params back)."""
+    """Suggest the knobs of `spec.space` on `trial` (a retried trial gets its stored params back; a trial whose
+    knobs were all suggested already, e.g. under the runner's slot lock, is not asked again)."""
+    params = trial.params
     for name, knob in KNOBS.items():
         choices = spec.space[name]
-        if choices is not None:
+        if choices is not None and name not in params:
             knob.suggest(trial, choices)
     return trial_config(spec, trial.params)

@@ -225,8 +225,11 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
         seed: int | None, space: tuple[str, ...]) -> None:
     """Run (or resume) the study of STUDY.toml until it has --n-trials finished trials.
 
-    Each trial gets its peak memory first (measured on CUDA, predicted otherwise); configs over the
-    budget are recorded as infeasible and never trained. Without STUDY.toml, studies/default.toml is
+    First the peak of every config of the space is predicted (the feasibility map, cached in the study's
+    database; `scent-search map` shows it), and only configs that fit and were not tried yet become trials;
+    the study ends early, with a message, once all of them are tried. Each trial gets its peak first
+    (measured on CUDA, predicted otherwise): over the budget, it is recorded infeasible and never trained.
+    On a CPU-only run of an expensive study, the cost of a trial here is said first. Without STUDY.toml, studies/default.toml is
     used (or the copy inside the package) and stored in studies/default.db. Re-running the same command
     resumes; Ctrl-C keeps finished trials and marks the running one failed. Several machines join a
     study by running the same command against one PostgreSQL URL.

@@ -244,8 +244,9 @@ def main() -> None:
                 except Exception as e:  # e.g. no PostgreSQL here: say so, measure the rest
                     print(f"  {label:<10s} skipped: {str(e).splitlines()[0]}")
                     continue
-                print(f"  {label:<10s} {r['per_trial_ms']:7.1f} ms/trial  (dashboard refresh {r['dashboard_ms']:.1f} ms,"
-                      f" the rest {r['without_dashboard_ms']:.1f} ms; this process's CPU {r['cpu_ms']:.1f} ms)")
+                print(f"  {label:<10s} {r['per_trial_ms']:7.1f} ms/trial  (dashboard refresh "
+                      f"{r['dashboard_ms']:.1f} ms, the rest {r['without_dashboard_ms']:.1f} ms; "
+                      f"this process's CPU {r['cpu_ms']:.1f} ms)")
     if "map" in parts:
         r = map_timing(default, tiny_space if args.smoke else None)
         print(f"== feasibility map of studies/default.toml{' (smoke: 2 configs)' if args.smoke else ''}")

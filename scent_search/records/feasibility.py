@@ -39,6 +39,7 @@ class FeasibilityMap:
     knobs: tuple[str, ...]
     cells: tuple[MapCell, ...]
     budget_gib: float
+    backend: str | None = None  # the processor backend the predictions model (mamba_ssm | torch)
 
     def key(self, params: Mapping[str, Any]) -> tuple | None:
         """The config `params` hold (extra params, e.g. lr, ignored); None if one of the map's knobs is missing."""
@@ -92,13 +93,15 @@ class FeasibilityMap:
     # ---- stored form: compact rows, one per config ---------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"knobs": list(self.knobs), "budget_gib": self.budget_gib,
+        return {"knobs": list(self.knobs), "budget_gib": self.budget_gib, "backend": self.backend,
                 "cells": [[*(c.params[k] for k in self.knobs), c.peak_gib, c.source, c.trial] for c in self.cells]}
 
     @classmethod
     def from_dict(cls, data: Any) -> "FeasibilityMap | None":
         """The map of `to_dict`; None where `data` is not one (missing, malformed, from another version)."""
         try:
+            if not isinstance(data, Mapping):
+                return None
             knobs = tuple(str(k) for k in data["knobs"])
             budget = finite(data["budget_gib"])
             n = len(knobs)
@@ -111,7 +114,9 @@ class FeasibilityMap:
                                      row[n + 2] if isinstance(row[n + 2], int) else None))
         except (KeyError, TypeError, IndexError):
             return None
-        return None if budget is None else cls(knobs, tuple(cells), budget)
+        backend = data.get("backend")
+        backend = backend if isinstance(backend, str) else None
+        return None if budget is None else cls(knobs, tuple(cells), budget, backend)
 
 
 def store_map(study: optuna.Study, fmap: FeasibilityMap) -> None:

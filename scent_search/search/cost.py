@@ -1,10 +1,10 @@
 """What a trial costs on this machine, said before a CPU-only run starts: a study sized for a GPU would
 otherwise start trials of many minutes each without a word.
 
-`trial_cost(spec, probe, timer)` times real training steps of a representative config (the middle choice
-of each searched knob) at the spec's [train] queries (memory.step_seconds), and scales the step time to a trial's `steps`,
-capped by `seconds`. It runs before the feasibility map (which can take minutes for a large space), so it
-is said first. A GPU-sized step may not fit this machine's memory: the batch is cut until the step's
+`trial_cost(spec, probe, timer)` times real training steps (memory.step_seconds) of a representative config
+(the middle choice of each searched knob) at the spec's [train] queries, and scales the step time to a
+trial's `steps`, capped by `seconds`. It runs before the feasibility map (which can take minutes for a
+large space), so it is said first. A GPU-sized step may not fit this machine's memory: the batch is cut until the step's
 predicted peak is at most TIMING_MEMORY_BYTES, and the time scaled back to the [train] batch (a CPU step is
 compute-bound, linear in the batch). A study whose `seconds` cap is at most WARN_ABOVE_S cannot cost more
 per trial and is not timed at all (the default study stays quiet and pays nothing).
@@ -78,7 +78,8 @@ class TrialCost:
         full = self.steps * self.step_s
         cut = f", cut to {duration(self.cap_s)} by [train] seconds" if self.cap_s is not None and self.cap_s < full \
             else ""
-        scaled = f"; timed at batch {self.timed_batch}, scaled to {self.batch}" if self.timed_batch != self.batch else ""
+        scaled = f"; timed at batch {self.timed_batch}, scaled to {self.batch}" \
+            if self.timed_batch != self.batch else ""
         return (f"A trial trains {self.steps} steps here at ~{self.step_s:.2g} s/step ({knobs_label(self.params)}"
                 f"{scaled}): about {duration(full)} per trial{cut}; {trials} trials ≈ "
                 f"{duration(trials * self.seconds)} on this CPU. The memory question needs no training: "

@@ -61,14 +61,16 @@ def predict_map(spec: StudySpec, probe: Probe, on_config: Callable[[int, int], N
                 ) -> FeasibilityMap:
     """The peak of every config at the spec's target step. `on_config(done, total)` after each one."""
     all_configs = configs(spec)
-    cells = []
+    cells, backends = [], set()
     for i, params in enumerate(all_configs):
         cfg = trial_config(spec, params)
         peak = probe(cfg.model, cfg.shape)
         cells.append(MapCell(params, peak.gib, MEASURED if peak.source == MEASURED else PREDICTED))
+        backends.add(peak.backend)
         if on_config is not None:
             on_config(i + 1, len(all_configs))
-    return FeasibilityMap(map_knobs(spec), tuple(cells), spec.budget_gib)
+    backend = backends.pop() if len(backends) == 1 else None
+    return FeasibilityMap(map_knobs(spec), tuple(cells), spec.budget_gib, backend)
 
 
 # -- what the trials hold, and what is left ---------------------------------------------------------
@@ -224,10 +226,12 @@ _PEAK_KEYS = ("target", "model", "space")
 
 
 def map_study(spec_path: str | Path | None = None, *, storage: str | None = None,
-              memory_budget: float | None = None, spec: StudySpec | None = None,
+              memory_budget: float | None = None, spec: StudySpec | None = None, backend: str | None = None,
               on_config: Callable[[int, int], None] | None = None) -> MapResult:
     """Predict the peak of every config of the spec's space (the profile cache in the study's database:
-    cached ones cost nothing) and show measured peaks of the stored study, if it exists and has them."""
+    cached ones cost nothing) and show measured peaks of the stored study, if it exists and has them.
+    `backend`: the processor backend to predict (mamba_ssm | torch); None: what the study's trials predict
+    here (mamba_ssm where it imports, else torch)."""
     from scent_search.records import SPEC_ATTR, safe_url
     from scent_search.search.probe import PeakProbe
     from scent_search.search.storage import open_storage, resolve_url, schema_lock
@@ -243,7 +247,7 @@ def map_study(spec_path: str | Path | None = None, *, storage: str | None = None
     url = resolve_url(spec, storage)
     rdb = open_storage(url)
     with schema_lock(url):
-        probe = PeakProbe(rdb.engine, "predict")
+        probe = PeakProbe(rdb.engine, "predict", backend=backend)
     t0, before = time.perf_counter(), probe.cache.count()
     fmap = predict_map(spec, probe, on_config)
     new, seconds = probe.cache.count() - before, time.perf_counter() - t0

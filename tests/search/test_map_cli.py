@@ -52,3 +52,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, sqlite_url):
     line = _one_line_exit_2(CliRunner().invoke(cli, ["map", str(good), "--storage", sqlite_url,
                                                      "--out", str(tmp_path / "no" / "map.html")]))
     assert "--out" in line
+
+
+def test_the_processor_backend_is_said_and_can_be_chosen(tmp_path, sqlite_url):
+    """The processor's memory depends on its backend: the map says which it predicts, and --backend picks one."""
+    from scent_search.memory._predict import default_backend
+
+    spec = _two_configs(tmp_path)
+    here = CliRunner().invoke(cli, ["map", str(spec), "--storage", sqlite_url])
+    assert here.exit_code == 0, here.output
+    assert f"processor backend {default_backend()}" in here.output.splitlines()[0]
+    assert ("--backend mamba_ssm" in here.output) == (default_backend() == "torch")
+    chosen = CliRunner().invoke(cli, ["map", str(spec), "--storage", sqlite_url, "--backend", "mamba_ssm", "--json"])
+    assert chosen.exit_code == 0, chosen.output
+    data = json.loads(chosen.output)
+    assert data["backend"] == "mamba_ssm"
+    assert data["new_predictions"] == (2 if default_backend() == "torch" else 0)  # another cache key, or the same

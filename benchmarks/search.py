@@ -13,10 +13,10 @@
 3. sampler: how many trials the search needs to reach the best feasible config, TPE (with the memory
    constraint) against random search, both drawing only feasible untried configs from the map
    (search.FeasibleSampler), median over seeds. A cheap surrogate objective, stated here: the peak is the
-   real predictor's (seed-40gb target step: batch 64 x 1024 queries, LR 32, fp32; constraint bytes), over
-   the five core knobs of studies/seed-40gb.toml (216 configs; precision and checkpointing fixed at fp32,
-   off); the PSNR is the fixed function `surrogate_psnr` below (more capacity helps, with diminishing
-   returns).
+   real predictor's (seed-40gb target step: batch 64 x 1024 queries, LR 32, fp32, mamba-ssm's processor
+   kernels as on the researcher's GPU; constraint bytes), over the five core knobs of
+   studies/seed-40gb.toml (216 configs; precision and checkpointing fixed at fp32, off); the PSNR is the
+   fixed function `surrogate_psnr` below (more capacity helps, with diminishing returns).
 """
 
 from __future__ import annotations
@@ -193,8 +193,10 @@ def trials_to_best(sampler: optuna.samplers.BaseSampler, spec, fmap, best_key: t
 def sampler_comparison(spec, seeds: int, cap: int, storage: str) -> dict[str, object]:
     from scent_search.search import PeakProbe, predict_map
 
-    fmap = predict_map(spec, PeakProbe(storage, "predict"))
+    fmap = predict_map(spec, PeakProbe(storage, "predict", backend="mamba_ssm"))  # the researcher's GPU
     feasible = fmap.feasible
+    if not feasible:
+        raise SystemExit(f"no config of the sampler part fits {fmap.budget_gib:g} GiB: raise --budget")
     best = max(feasible, key=lambda c: _psnr_of(c.params))
     # studies/seed-40gb.toml's sampler (its constant_liar only matters with several workers at once)
     tpe_opts = {"n_startup_trials": 12, "multivariate": True}

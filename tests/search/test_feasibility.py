@@ -283,3 +283,19 @@ def test_the_real_step_timer_times_a_tiny_step_and_leaves_the_random_streams_alo
     torch.manual_seed(7)
     seconds = time_step(trial_config(tiny_spec, representative(tiny_spec)))
     assert 0 < seconds < 60 and torch.equal(torch.rand(3), expected)
+
+
+def test_a_failing_on_ask_leaves_no_trial_running(sqlite_url, study_name):
+    """A trial asked under the slot lock has no heartbeat yet: if drawing its config fails, it is failed at once."""
+    from scent_search.search import Runner, open_storage
+
+    study = optuna.create_study(study_name=study_name, storage=open_storage(sqlite_url), direction="maximize")
+
+    def broken(trial):
+        raise RuntimeError("sampler broke")
+
+    runner = Runner(study, lambda t: 1.0, url=sqlite_url, target=3, on_ask=broken)
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        runner.run()
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "error"

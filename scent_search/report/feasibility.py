@@ -89,11 +89,12 @@ def map_figure(fmap: FeasibilityMap, title: str | None = None) -> go.Figure:
     scale = _colorscale(fmap, zmax)
 
     def title_of(r: tuple, c: tuple) -> str:
-        params = {**dict(zip(row_knobs, r)), **dict(zip(col_knobs, c))}
-        return html.escape(knobs_label(params)) or "all configs"
+        lines = [knobs_label(dict(zip(col_knobs, c))), knobs_label(dict(zip(row_knobs, r)))]
+        return "<br>".join(html.escape(line) for line in lines if line) or "all configs"
 
+    height = 140 + 200 * len(rows)  # px: a panel row, its tick labels and the next row's two-line title
     fig = make_subplots(rows=len(rows), cols=len(cols), subplot_titles=[title_of(r, c) for r in rows for c in cols],
-                        horizontal_spacing=0.04, vertical_spacing=min(0.08, 0.3 / len(rows)))
+                        horizontal_spacing=0.04, vertical_spacing=min(80 / height, 0.9 / max(1, len(rows) - 1)))
     for (ri, r), (ci, c) in itertools.product(enumerate(rows), enumerate(cols)):
         fixed = {**dict(zip(row_knobs, r)), **dict(zip(col_knobs, c))}
         grid: list[list[MapCell | None]] = []
@@ -127,10 +128,11 @@ def map_figure(fmap: FeasibilityMap, title: str | None = None) -> go.Figure:
                          title_text=X_KNOB if ri == len(rows) - 1 else None)
         fig.update_yaxes(tickvals=list(range(len(ys))), ticktext=[_label(y) for y in ys], row=ri + 1, col=ci + 1,
                          title_text=Y_KNOB if ci == 0 else None)
+    fig.update_annotations(font_size=11)  # the panel titles (two short lines: columns' knobs, rows' knobs)
     fig.update_layout(
         title=title or f"Feasibility map: {fmap.summary()} (black line: the budget contour; bold: measured)",
-        template="plotly_white", height=140 + 190 * len(rows), width=max(520, 80 + 230 * len(cols)),
-        margin=dict(t=110))
+        template="plotly_white", height=height, width=max(520, 80 + 230 * len(cols)),
+        margin=dict(t=120))
     return fig
 
 

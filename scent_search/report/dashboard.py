@@ -64,7 +64,8 @@ class DashboardArtifactsCallback:
     """Optuna callback: `study.optimize(..., callbacks=[DashboardArtifactsCallback()])` refreshes the
     dashboard figures and notes after a finished trial, at most once every `min_interval_s` seconds: drawing
     the figures costs more than all the rest of a trial's bookkeeping (docs/benchmarks.md, "Search"), and a
-    dashboard a few seconds behind shows the same study. `final(study)` refreshes once more when the run
+    dashboard a few seconds behind shows the same study. The interval counts from the callback's creation
+    (a run shorter than it is refreshed at its end only). `final(study)` refreshes once more when the run
     ends (the CLI calls it), so the last trials show.
 
     A storage error while refreshing is logged as a warning and does not end the study: the artifacts
@@ -74,10 +75,10 @@ class DashboardArtifactsCallback:
 
     def __init__(self, min_interval_s: float = 30.0) -> None:
         self.min_interval_s = min_interval_s
-        self._last: float | None = None  # time.monotonic() of the last refresh that succeeded
+        self._last = time.monotonic()  # of the last refresh that succeeded; the interval counts from here
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self._last is not None and time.monotonic() - self._last < self.min_interval_s:
+        if time.monotonic() - self._last < self.min_interval_s:
             return
         self._refresh(study, f"after trial {trial.number}")
 

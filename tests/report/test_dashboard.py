@@ -111,13 +111,21 @@ def test_callback_refreshes_after_every_trial(storage_url: str) -> None:
     assert seen == [True] * 4
 
 
-def test_callback_refreshes_at_most_once_per_interval_and_at_the_end(storage_url: str) -> None:
+def test_callback_refreshes_at_most_once_per_interval_and_at_the_end(storage_url: str, monkeypatch) -> None:
+    import scent_search.report.dashboard as dashboard
+
+    clock = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
     study = make_study(storage_url, "throttled", [])
-    callback = DashboardArtifactsCallback(min_interval_s=3600)
+    callback = DashboardArtifactsCallback(min_interval_s=30)
+
+    def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        clock[0] += 20.0  # each trial takes 20 s
+
     study.sampler = optuna.samplers.RandomSampler(seed=1)
-    study.optimize(_objective, n_trials=3, callbacks=[callback])
+    study.optimize(_objective, n_trials=3, callbacks=[tick, callback])  # trials end at 20, 40, 60 s
     s = fresh(storage_url, "throttled")
-    assert [optuna_dashboard_note(s, t) != "" for t in s.trials] == [True, False, False]  # the first trial's only
+    assert [optuna_dashboard_note(s, t) != "" for t in s.trials] == [True, True, False]  # refreshed at 40 s only
     callback.final(s)
     assert all(optuna_dashboard_note(s, t) != "" for t in fresh(storage_url, "throttled").trials)
 
@@ -131,7 +139,7 @@ def test_a_storage_error_in_the_callback_is_logged_and_does_not_end_the_study(
 
     monkeypatch.setattr(dashboard, "refresh_study_artifacts", broken)
     study = make_study(storage_url, "locked", [])
-    study.optimize(_objective, n_trials=2, callbacks=[DashboardArtifactsCallback()])
+    study.optimize(_objective, n_trials=2, callbacks=[DashboardArtifactsCallback(min_interval_s=0)])
     assert len(study.trials) == 2
     assert "not refreshed after trial 1: database is locked" in caplog.text
 

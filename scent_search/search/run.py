@@ -150,7 +150,9 @@ def _jobs(plan: RunPlan, after_trial: AfterTrial | None, fmap: FeasibilityMap) -
 
 
 def _map_hint(plan: RunPlan) -> str:
-    return f"scent-search map {shlex.quote(plan.spec.source) if plan.spec.source else 'STUDY.toml'}"
+    """The `scent-search map` command of this study (its storage when the spec alone would not find it)."""
+    storage = "" if plan.url == resolve_url(plan.spec) else f" --storage {shlex.quote(safe_url(plan.url))}"
+    return f"scent-search map {shlex.quote(plan.spec.source) if plan.spec.source else 'STUDY.toml'}{storage}"
 
 
 def _prediction_probe(plan: RunPlan) -> PeakProbe:

@@ -80,7 +80,8 @@ class TrialCost:
             else ""
         scaled = f"; timed at batch {self.timed_batch}, scaled to {self.batch}" \
             if self.timed_batch != self.batch else ""
-        return (f"A trial trains {self.steps} steps here at ~{self.step_s:.2g} s/step ({knobs_label(self.params)}"
+        step = f"{self.step_s:.0f}" if self.step_s >= 10 else f"{self.step_s:.2g}"
+        return (f"A trial trains {self.steps} steps here at ~{step} s/step ({knobs_label(self.params)}"
                 f"{scaled}): about {duration(full)} per trial{cut}; {trials} trials ≈ "
                 f"{duration(trials * self.seconds)} on this CPU. The memory question needs no training: "
                 f"scent-search map {spec_path or 'STUDY.toml'}")

@@ -62,7 +62,8 @@ def main() -> None:
 
     from scent_search.memory import DEFAULT_MARGIN, predict
     from scent_search.search import default_spec_path, load_spec
-    from scent_search.search.space import discrete_configs
+    from scent_search.search.feasibility import configs as space_configs
+    from scent_search.search.space import trial_config
 
     spec = load_spec(args.spec or default_spec_path())
     if args.smoke:
@@ -71,7 +72,9 @@ def main() -> None:
     if args.steps:
         tcfg = tcfg.replace(steps=args.steps)
     t0 = time.perf_counter()
-    configs = discrete_configs(spec)
+    configs = [trial_config(spec, params) for params in space_configs(spec)]
+    if args.smoke:  # a few configs: the map of the whole space alone takes a minute
+        configs = configs[:6]
     budget = spec.budget_gib * 2 ** 30
     feasible = [c for c in configs if predict(c.model, c.shape).constraint_bytes(DEFAULT_MARGIN) <= budget]
     print(f"spec {spec.source}: {len(configs)} configs, {len(feasible)} fit {spec.budget_gib:g} GiB "

@@ -2,32 +2,33 @@
 
     python benchmarks/search.py                      # all three parts
     python benchmarks/search.py --parts overhead --trials 30
+    python benchmarks/search.py --smoke              # every part at its smallest (tests/test_benchmarks.py)
 
 1. overhead: storage overhead per trial, i.e. a trial's wall time outside training and profiling (ask,
-   attrs, constraint, tell, heartbeat, slot lock, dashboard refresh), for SQLite and PostgreSQL. Training
-   and profiling are stand-ins that return at once, so everything measured is the service's own cost.
-2. infeasible: the fraction of study time spent on infeasible configs, on the real default study
-   (real predictor, real training, a temporary SQLite file).
-3. sampler: how many trials TPE (with the memory constraint) needs to reach the best feasible config,
-   against random search, median over seeds. A cheap surrogate objective, stated here: the peak is the
-   real predictor's (seed-40gb target step: batch 64 x 1024 queries, LR 32, fp32; constraint bytes with
-   the default margin), over the five core knobs of studies/seed-40gb.toml (216 configs); the PSNR is the
-   fixed function `surrogate_psnr` below (more capacity helps, with diminishing returns). Infeasible
-   trials return the bicubic floor 26.66 dB like the real objective.
+   attrs, constraint, tell, heartbeat, slot lock, sampler, the dashboard refreshes after trials and the
+   final one at the end of the run, the map's storing), for SQLite and PostgreSQL, averaged over the run.
+   Training, profiling and the CPU cost estimate's step timer are stand-ins that return at once, so
+   everything measured is the service's own cost.
+2. map: the feasibility map of studies/default.toml (every config's predicted peak) into a fresh profile
+   cache, then again from the cache: seconds per config, and how many configs fit.
+3. sampler: how many trials the search needs to reach the best feasible config, TPE (with the memory
+   constraint) against random search, both drawing only feasible untried configs from the map
+   (search.FeasibleSampler), median over seeds. A cheap surrogate objective, stated here: the peak is the
+   real predictor's (seed-40gb target step: batch 64 x 1024 queries, LR 32, fp32, mamba-ssm's processor
+   kernels as on the researcher's GPU; constraint bytes), over the five core knobs of
+   studies/seed-40gb.toml (216 configs; precision and checkpointing fixed at fp32, off); the PSNR is the
+   fixed function `surrogate_psnr` below (more capacity helps, with diminishing returns).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 import types
 import uuid
-from itertools import product
 from pathlib import Path
 
 import optuna
@@ -74,10 +75,10 @@ name = "nop"
 
 
 def overhead(url: str, trials: int) -> dict[str, float]:
-    from scent_search.config import StudySpec
-    from scent_search.search import prepare_run, run_study, workers
-    from scent_search.search.probe import Peak
     import tomllib
+
+    from scent_search.report import DashboardArtifactsCallback
+    from scent_search.search import Peak, StudySpec, prepare_run, run_study
 
     spent = {"train": 0.0, "probe": 0.0, "dashboard": 0.0}
 
@@ -99,61 +100,53 @@ def overhead(url: str, trials: int) -> dict[str, float]:
                                      samples_per_s=2.0, flops_per_step=1, n_params=1, backend="torch",
                                      device="cpu", steps_done=2, train_seconds=0.0)
 
-    refresh = workers._dashboard_refresh()
+    refresh = DashboardArtifactsCallback()  # what the CLI hands run_study
 
-    def timed_refresh(study):
+    def timed_refresh(study, trial):
         t0 = time.perf_counter()
-        refresh(study)
+        refresh(study, trial)
         spent["dashboard"] += time.perf_counter() - t0
 
     spec = StudySpec.from_dict(tomllib.loads(TINY), source="benchmarks/search.py")
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    orig = workers._dashboard_refresh
-    workers._dashboard_refresh = lambda: timed_refresh
     try:
         plan = prepare_run(spec=spec, storage=url, study_name=name, n_trials=trials)
-        quiet = types.SimpleNamespace(start=lambda **k: None, trial=lambda e: None, message=lambda m: None,
-                                      finish=lambda *a: None)
-        t0 = time.perf_counter()
-        run_study(plan, quiet, train_fn=train, probe=probe)
-        wall = time.perf_counter() - t0
+        t0, c0 = time.perf_counter(), time.process_time()
+        # The step timer of a CPU run's cost estimate is training too: stood in.
+        run_study(plan, train_fn=train, probe=probe, after_trial=timed_refresh, step_timer=lambda cfg: 0.0)
+        t1 = time.perf_counter()
+        refresh.final(optuna.load_study(study_name=name, storage=url))  # as the CLI does when the run ends
+        spent["dashboard"] += time.perf_counter() - t1
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
-        workers._dashboard_refresh = orig
         optuna.delete_study(study_name=name, storage=url)
     outside = wall - spent["train"] - spent["probe"]
     return {"per_trial_ms": 1e3 * outside / trials, "dashboard_ms": 1e3 * spent["dashboard"] / trials,
-            "without_dashboard_ms": 1e3 * (outside - spent["dashboard"]) / trials}
+            "without_dashboard_ms": 1e3 * (outside - spent["dashboard"]) / trials, "cpu_ms": 1e3 * cpu / trials}
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Time on infeasible configs (the real default study)
+# 2. The feasibility map of the default study
 
 
-def infeasible_fraction(trials: int) -> dict[str, float]:
-    from scent_search.search import prepare_run, run_study
-    from scent_search.search.progress import TerminalReporter
+def map_timing(spec_path: Path, space: dict | None = None) -> dict[str, float]:
+    from scent_search.search import load_spec, map_study
+    from scent_search.search.spec import SearchSpace
 
+    spec = load_spec(spec_path)
+    if space:
+        spec = spec.replace(space=SearchSpace({**spec.space.to_dict(), **space}))
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/default.db"
-        plan = prepare_run(REPO / "studies" / "default.toml", storage=url, n_trials=trials, device="cpu")
-        t0 = time.perf_counter()
-        run_study(plan, TerminalReporter(out=sys.stderr, bar=False))
-        wall = time.perf_counter() - t0
-        study = optuna.load_study(study_name=plan.spec.name, storage=url)
-        secs = {t.number: t.duration.total_seconds() for t in study.trials if t.duration}
-        infeasible = [t.number for t in study.trials if t.user_attrs.get("feasible") is False]
-        profile = sum(t.user_attrs.get("profile_seconds", 0.0) for t in study.trials if t.number in infeasible)
-    total = sum(secs.values())
-    spent = sum(secs[n] for n in infeasible)
-    return {"trials": len(secs), "infeasible": len(infeasible), "study_s": wall, "infeasible_s": spent,
-            "infeasible_profile_s": profile, "fraction": spent / wall if wall else math.nan,
-            "fraction_of_trial_time": spent / total if total else math.nan}
+        url = f"sqlite:///{tmp}/map.db"
+        cold = map_study(spec=spec, storage=url)
+        warm = map_study(spec=spec, storage=url)
+    n = len(cold.map.cells)
+    return {"configs": n, "fit": len(cold.map.feasible), "budget_gib": spec.budget_gib, "cold_s": cold.seconds,
+            "per_config_s": cold.seconds / n, "warm_s": warm.seconds, "warm_new": warm.new_predictions}
 
 
 # --------------------------------------------------------------------------------------------------
-# 3. TPE with the constraint vs random search, on a surrogate objective
-
-BICUBIC_DB = 26.66  # DIV2K-val x4 bicubic (DESIGN.md section 3): the value of an untrained config
+# 3. TPE with the constraint vs random search, both through the feasibility sampler, on a surrogate objective
 
 
 def surrogate_psnr(hidden_dim: int, mult: int, layers: int, share: bool, scales: int) -> float:
@@ -162,73 +155,66 @@ def surrogate_psnr(hidden_dim: int, mult: int, layers: int, share: bool, scales:
             + 0.35 * math.log(scales) - (0.15 if share and scales > 1 else 0.0))
 
 
-def surrogate_table(cache: Path) -> dict[str, float]:
-    """Predicted constraint GiB of every core-knob config of studies/seed-40gb.toml (cached in `cache`)."""
-    from scent_search.config import load_spec
-    from scent_search.memory import DEFAULT_MARGIN, profile_step
-    from scent_search.search.space import sigma_label
-
-    spec = load_spec(REPO / "studies" / "seed-40gb.toml")
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-    s = spec.space
-    for h, m, L, share, sig in product(s.hidden_dim, s.mult, s.num_decoder_layers, s.share_scales, s.sigma_ls):
-        key = f"{h}|{m}|{L}|{share}|{sigma_label(sig)}"
-        if key not in table:
-            cfg = spec.model.replace(hidden_dim=h, mult=m, num_decoder_layers=L, share_scales=share, sigma_ls=sig)
-            table[key] = profile_step(cfg, spec.target, "predict").constraint_bytes(DEFAULT_MARGIN) / 2**30
-            cache.write_text(json.dumps(table))
-    return table
+def _psnr_of(params: dict) -> float:
+    return surrogate_psnr(params["hidden_dim"], params["mult"], params["num_decoder_layers"], params["share_scales"],
+                          len(params["sigma_ls"].split(",")))
 
 
-def trials_to_best(sampler: optuna.samplers.BaseSampler, table: dict[str, float], budget: float,
-                   best_key: str, cap: int) -> int:
-    from scent_search.config import load_spec
+def core_spec(spec_path: Path, budget: float, space: dict | None = None):
+    """The spec with its opt-in levers unsearched (precision, checkpointing at the target's values)."""
+    from scent_search.search import load_spec
+    from scent_search.search.spec import SearchSpace
 
-    space = load_spec(REPO / "studies" / "seed-40gb.toml").space
-    from scent_search.search.space import sigma_label
+    spec = load_spec(spec_path)
+    choices = {**spec.space.to_dict(), "precision": None, "checkpointing": None, **(space or {})}
+    return spec.replace(space=SearchSpace(choices), budget_gib=budget)
+
+
+def trials_to_best(sampler: optuna.samplers.BaseSampler, spec, fmap, best_key: tuple, cap: int, seed: int) -> int:
+    from scent_search.search import FeasibleSampler, FeasibleSpace
+    from scent_search.search.feasibility import searched
 
     found = []
+    space = FeasibleSpace(fmap)
 
     def objective(trial: optuna.Trial) -> float:
-        h = trial.suggest_categorical("hidden_dim", list(space.hidden_dim))
-        m = trial.suggest_categorical("mult", list(space.mult))
-        L = trial.suggest_categorical("num_decoder_layers", list(space.num_decoder_layers))
-        share = trial.suggest_categorical("share_scales", list(space.share_scales))
-        sig = trial.suggest_categorical("sigma_ls", [sigma_label(c) for c in space.sigma_ls])
-        key = f"{h}|{m}|{L}|{share}|{sig}"
-        trial.set_constraint("peak_memory", table[key] - budget)
+        for name, dist in searched(spec).items():
+            trial.suggest_categorical(name, dist.choices)
+        key = fmap.key(trial.params)
+        cell = next(c for c in fmap.cells if fmap.key(c.params) == key)
+        trial.set_constraint("peak_memory", cell.peak_gib - fmap.budget_gib)
         if key == best_key:
             found.append(trial.number + 1)
             trial.study.stop()
-        if table[key] > budget:
-            return BICUBIC_DB
-        return surrogate_psnr(h, m, L, share, len(sig.split(",")))
+        return _psnr_of(trial.params)
 
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(objective, n_trials=cap)
+    study = optuna.create_study(direction="maximize",
+                                sampler=FeasibleSampler(sampler, space, searched(spec), seed=seed))
+    study.optimize(objective, n_trials=min(cap, len(fmap.feasible)))
     return found[0] if found else cap + 1  # not found within the cap: counted as cap + 1
 
 
-def sampler_comparison(budget: float, seeds: int, cap: int, cache: Path) -> dict[str, object]:
-    table = surrogate_table(cache)
+def sampler_comparison(spec, seeds: int, cap: int, storage: str) -> dict[str, object]:
+    from scent_search.search import PeakProbe, predict_map
 
-    def psnr_of(key: str) -> float:
-        h, m, L, share, sig = key.split("|")
-        return surrogate_psnr(int(h), int(m), int(L), share == "True", len(sig.split(",")))
-
-    feasible = [k for k, gib in table.items() if gib <= budget]
-    best_key = max(feasible, key=psnr_of)
+    fmap = predict_map(spec, PeakProbe(storage, "predict", backend="mamba_ssm"))  # the researcher's GPU
+    feasible = fmap.feasible
+    if not feasible:
+        raise SystemExit(f"no config of the sampler part fits {fmap.budget_gib:g} GiB: raise --budget")
+    best = max(feasible, key=lambda c: _psnr_of(c.params))
     # studies/seed-40gb.toml's sampler (its constant_liar only matters with several workers at once)
     tpe_opts = {"n_startup_trials": 12, "multivariate": True}
     runs = {"tpe": [], "random": []}
     for seed in range(seeds):
-        runs["tpe"].append(trials_to_best(optuna.samplers.TPESampler(seed=seed, **tpe_opts), table, budget,
-                                          best_key, cap))
-        runs["random"].append(trials_to_best(optuna.samplers.RandomSampler(seed=seed), table, budget, best_key, cap))
-    return {"configs": len(table), "feasible": len(feasible), "budget_gib": budget, "best": best_key,
-            "best_gib": table[best_key], "best_psnr": psnr_of(best_key),
-            "tpe_median": statistics.median(runs["tpe"]), "random_median": statistics.median(runs["random"]),
-            "tpe": runs["tpe"], "random": runs["random"], "cap": cap}
+        runs["tpe"].append(trials_to_best(optuna.samplers.TPESampler(seed=seed, **tpe_opts), spec, fmap,
+                                          fmap.key(best.params), cap, seed))
+        runs["random"].append(trials_to_best(optuna.samplers.RandomSampler(seed=seed), spec, fmap,
+                                             fmap.key(best.params), cap, seed))
+    return {"configs": len(fmap.cells), "feasible": len(feasible), "budget_gib": fmap.budget_gib,
+            "best": "|".join(str(v) for v in best.params.values()), "best_gib": best.peak_gib,
+            "best_psnr": _psnr_of(best.params), "tpe_median": statistics.median(runs["tpe"]),
+            "random_median": statistics.median(runs["random"]), "tpe": runs["tpe"], "random": runs["random"],
+            "cap": cap}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,17 +222,24 @@ def sampler_comparison(budget: float, seeds: int, cap: int, cache: Path) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", default="overhead,infeasible,sampler")
+    p.add_argument("--parts", default="overhead,map,sampler")
     p.add_argument("--trials", type=int, default=30, help="trials per storage in the overhead part")
-    p.add_argument("--default-trials", type=int, default=12, help="trials of the default study (part 2)")
     p.add_argument("--budget", type=float, default=16.0, help="GiB, the sampler part's fixed budget")
     p.add_argument("--seeds", type=int, default=11)
     p.add_argument("--cap", type=int, default=300)
-    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "scent-bench-seed40-peaks.json")
+    p.add_argument("--cache", default=f"sqlite:///{Path(tempfile.gettempdir()) / 'scent-bench-seed40-peaks.db'}",
+                   help="profile cache (SQLAlchemy URL) of the sampler part's predictions")
     p.add_argument("--pg", default=PG_URL)
+    p.add_argument("--smoke", action="store_true",
+                   help="every part at its smallest: 3 trials, a 2-config map, a 4-config sampler run, 1 seed")
     args = p.parse_args()
     parts = args.parts.split(",")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    default = REPO / "studies" / "default.toml"
+    tiny_space = {"hidden_dim": [32, 64], "mult": [1], "num_decoder_layers": [1], "share_scales": [False],
+                  "sigma_ls": [[32.0]]}
+    if args.smoke:
+        args.trials, args.seeds, args.cap = 3, 1, 10
 
     if "overhead" in parts:
         print(f"== storage overhead per trial ({args.trials} trials; training and profiling excluded)")
@@ -257,17 +250,23 @@ def main() -> None:
                 except Exception as e:  # e.g. no PostgreSQL here: say so, measure the rest
                     print(f"  {label:<10s} skipped: {str(e).splitlines()[0]}")
                     continue
-                print(f"  {label:<10s} {r['per_trial_ms']:7.1f} ms/trial  (dashboard refresh {r['dashboard_ms']:.1f} ms,"
-                      f" the rest {r['without_dashboard_ms']:.1f} ms)")
-    if "infeasible" in parts:
-        print(f"== time on infeasible configs (studies/default.toml, {args.default_trials} trials, real training)")
-        r = infeasible_fraction(args.default_trials)
-        print(f"  {r['infeasible']}/{r['trials']} trials infeasible; they took {r['infeasible_s']:.2f} s "
-              f"(profiling {r['infeasible_profile_s']:.2f} s) of a {r['study_s']:.1f} s study: "
-              f"{100 * r['fraction']:.1f} % of study time")
+                print(f"  {label:<10s} {r['per_trial_ms']:7.1f} ms/trial  (dashboard refresh "
+                      f"{r['dashboard_ms']:.1f} ms, the rest {r['without_dashboard_ms']:.1f} ms; "
+                      f"this process's CPU {r['cpu_ms']:.1f} ms)")
+    if "map" in parts:
+        r = map_timing(default, tiny_space if args.smoke else None)
+        print(f"== feasibility map of studies/default.toml{' (smoke: 2 configs)' if args.smoke else ''}")
+        print(f"  {r['configs']} configs predicted in {r['cold_s']:.1f} s ({r['per_config_s']:.2f} s each); "
+              f"{r['fit']} fit {r['budget_gib']:g} GiB; again from the cache: {r['warm_s']:.2f} s, "
+              f"{r['warm_new']} predicted")
     if "sampler" in parts:
-        print("== trials to reach the best feasible config: TPE (constrained) vs random, surrogate objective")
-        r = sampler_comparison(args.budget, args.seeds, args.cap, args.cache)
+        print("== trials to reach the best feasible config: TPE (constrained) vs random, both drawing only feasible "
+              "untried configs, surrogate objective")
+        spec = core_spec(default, 1e9, tiny_space | {"hidden_dim": [32, 64, 128], "mult": [1, 2]}) if args.smoke \
+            else core_spec(REPO / "studies" / "seed-40gb.toml", args.budget)
+        with tempfile.TemporaryDirectory() as scratch:  # --smoke leaves no cache behind
+            r = sampler_comparison(spec, args.seeds, args.cap, f"sqlite:///{scratch}/peaks.db" if args.smoke
+                                   else args.cache)
         print(f"  {r['configs']} configs, {r['feasible']} feasible under {r['budget_gib']:g} GiB; best feasible "
               f"{r['best']} ({r['best_gib']:.1f} GiB, {r['best_psnr']:.2f} dB surrogate)")
         print(f"  TPE:    median {r['tpe_median']} trials  {r['tpe']}")

@@ -143,8 +143,12 @@ def main() -> None:
         plot(args.plot, args.png)
         return
     if args.smoke:
+        import tempfile
+
         args.seconds, args.steps, args.eval_points, args.batch_size = 60.0, 4, 2, 2
         args.set += ["dim=16", "num_lp_tokens=16", "hidden_dim=16", "num_processor_layers=1"]
+        smoke_dir = Path(tempfile.mkdtemp())
+        args.curve, args.png = args.curve or smoke_dir / "curves.json", smoke_dir / "curve.png"
 
     torch.manual_seed(0)
     mm = matmul_flops_per_s(seconds=0.3 if args.smoke else 3.0)
@@ -195,6 +199,8 @@ def main() -> None:
             args.curve.write_text(json.dumps(curves, indent=1))
     if args.json:
         print(json.dumps(dict(matmul_flops_per_s=mm, runs=rows)))
+    if args.smoke:  # the PNG path too
+        plot(args.curve, args.png)
 
 
 if __name__ == "__main__":

@@ -246,11 +246,14 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
         seed: int | None, space: tuple[str, ...]) -> None:
     """Run (or resume) the study of STUDY.toml until it has --n-trials finished trials.
 
-    Each trial gets its peak memory first (measured on CUDA, predicted otherwise); configs over the
-    budget are recorded as infeasible and never trained. Without STUDY.toml, studies/default.toml is
-    used (or the copy inside the package) and stored in studies/default.db. Re-running the same command
-    resumes; Ctrl-C keeps finished trials and marks the running one failed. Several machines join a
-    study by running the same command against one PostgreSQL URL.
+    First the peak of every config of the space is predicted (the feasibility map, cached in the study's
+    database; `scent-search map` shows it), and only configs that fit and were not tried yet become trials;
+    the study ends early, with a message, once all of them are tried. Each trial gets its peak first
+    (measured on CUDA, predicted otherwise): over the budget, it is recorded infeasible and never trained.
+    On a CPU-only run of an expensive study, the cost of a trial here is said first. Without STUDY.toml,
+    studies/default.toml is used (or the copy inside the package) and stored in studies/default.db.
+    Re-running the same command resumes; Ctrl-C keeps finished trials and marks the running one failed.
+    Several machines join a study by running the same command against one PostgreSQL URL.
 
     \b
     Example:
@@ -258,17 +261,100 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
       scent-search run --space 'hidden_dim=[16, 32]' --study-name narrow
       scent-search run studies/seed-40gb.toml --storage postgresql+psycopg://me@db/scent --workers 4
     """
+    from scent_search.records import load_study, open_existing
     from scent_search.report import DashboardArtifactsCallback, TerminalReporter
     from scent_search.search import prepare_run, run_study
 
     plan = prepare_run(spec_file, storage=storage, study_name=study_name, n_trials=n_trials, timeout=timeout,
                        device=device, workers=workers, memory_budget=memory_budget, seed=seed,
                        space=_parse_set(space, "--space"))
-    outcome = run_study(plan, TerminalReporter(), after_trial=DashboardArtifactsCallback())
+    refresh = DashboardArtifactsCallback()  # after trials, at most every 30 s
+    outcome = run_study(plan, TerminalReporter(), after_trial=refresh)
+    refresh.final(load_study(open_existing(plan.url), plan.spec.name, plan.url))
     if outcome.errors:
         raise click.ClickException("; ".join(outcome.errors))
     if outcome.interrupted:
         sys.exit(130)
+
+
+@cli.command("map")
+@click.argument("spec_file", metavar="[STUDY.toml]", required=False,
+                type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--storage", metavar="URL", default=None,
+              help="SQLAlchemy URL whose profile tables cache the predictions (default: the spec's storage).")
+@click.option("--memory-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Judge the configs against this budget in GiB (default: the spec's budget_gib).")
+@click.option("--backend", type=click.Choice(["mamba_ssm", "torch"]), default=None,
+              help="Processor backend to predict: mamba-ssm's fused kernels (what a CUDA machine with mamba-ssm "
+                   "runs) or the PyTorch scan. Default: what the study's trials predict here (mamba_ssm if it "
+                   "imports, else torch).")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the heatmap as an HTML page that opens offline.")
+@json_option
+def map_(spec_file: str | None, storage: str | None, memory_budget: float | None, backend: str | None,
+         out: str | None, as_json: bool) -> None:
+    """Predict the peak memory of every config of STUDY.toml's space and list those that fit the budget.
+
+    No GPU and no training: the peak of one training step at the spec's [target] shape is predicted for
+    each config (one choice per searched knob; lr changes no peak), and cached in the study's database, so
+    a second map, or `run`, predicts nothing again. Where the study has measured peaks on a GPU, they
+    replace the predictions. `run` draws only from the configs that fit. The processor's memory depends on
+    its backend: without mamba-ssm here, the PyTorch scan is predicted unless --backend says otherwise.
+
+    \b
+    Example:
+      scent-search map studies/default.toml
+      scent-search map studies/seed-40gb.toml --backend mamba_ssm --out seed-map.html
+      scent-search map studies/seed-40gb.toml --memory-budget 24 --json
+    """
+    from tqdm.auto import tqdm
+
+    from scent_search.report.feasibility import map_page
+    from scent_search.search import map_study
+
+    _check_output("--out", out)
+    with tqdm(desc="predicting peaks", unit="config", file=sys.stderr, disable=None, leave=False) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = map_study(spec_file, storage=storage, memory_budget=memory_budget, backend=backend,
+                           on_config=progress)
+    fmap, spec = result.map, result.spec
+    if out:
+        Path(out).write_text(map_page(fmap, f"{spec.name}: peak memory at the target step"), encoding="utf-8")
+    shape = (f"batch {spec.target.batch_size} x {spec.target.queries} queries, LR {spec.target.lr_size}, "
+             f"{spec.target.precision}{', checkpointing' if spec.target.checkpointing else ''}")
+    cached = (f"{result.new_predictions} predicted now in {result.seconds:.0f} s, "
+              f"{len(fmap.cells) - result.new_predictions} from the profile cache in {result.url}")
+    if as_json:
+        echo_json({"study": spec.name, "storage": result.url, "budget_gib": fmap.budget_gib,
+                   "backend": fmap.backend, "target": spec.target.to_dict(), "configs": len(fmap.cells),
+                   "fit": len(fmap.feasible), "new_predictions": result.new_predictions, "note": result.note,
+                   "out": out,
+                   "cells": fmap.rows()})
+        return
+    click.echo(f"{spec.name}: peak GPU memory of one training step at {shape}, processor backend {fmap.backend} "
+               "(predicted, with the calibration margin; measured where a trial measured it)")
+    rows = fmap.rows()
+    columns = [*fmap.knobs, "peak GiB", "fits", "source"]
+    cells = [[str(r[k]) for k in fmap.knobs] + [f"{r['peak_gib']:.3f}", "yes" if r["fits"] else "no",
+                                                r["source"] + (f" #{r['trial']}" if r["trial"] is not None else "")]
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        click.echo("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+    click.echo(fmap.summary())
+    click.echo(f"({cached})")
+    if result.note:
+        click.echo(f"Note: {result.note}")
+    if backend is None and fmap.backend == "torch":
+        click.echo("Note: mamba-ssm does not import here, so the PyTorch scan's memory is predicted (and this "
+                   "machine's trials use it); a CUDA machine with mamba-ssm runs its fused kernels: --backend "
+                   "mamba_ssm")
+    if out:
+        click.echo(f"heatmap: {out}")
 
 
 @cli.command()

@@ -96,3 +96,28 @@ def test_dashboard_notes_and_figures_round_trip(study):
     figure = go.Figure(go.Scatter(x=[1], y=[2]))
     optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id="g")
     assert json.loads(compat.dashboard_figures_json(study)["g"]) == json.loads(figure.to_json())
+
+
+def test_study_system_attrs_and_enqueued_params(study):
+    compat.set_study_system_attr(study, "feasibility_map", {"cells": [[16, 0.5]]})
+    fresh = optuna.load_study(study_name="c", storage=compat.rdb_storage(compat.study_storage(study)).url)
+    assert compat.study_system_attrs(fresh)["feasibility_map"] == {"cells": [[16, 0.5]]}
+    assert "feasibility_map" not in fresh.user_attrs  # the dashboard lists user attrs
+    study.enqueue_trial({"hidden_dim": 32})
+    assert compat.enqueued_params(study.trials[0]) == {"hidden_dim": 32}
+    trial = study.ask()
+    assert trial.suggest_categorical("hidden_dim", [16, 32]) == 32
+    assert compat.enqueued_params(study.trials[0]) == {"hidden_dim": 32}
+    study.tell(trial, 1.0)
+    assert compat.enqueued_params(study.ask().study.trials[1]) == {}
+
+
+def test_user_attrs_of_a_running_trial_in_one_go(study):
+    trial = study.ask()
+    trial.set_user_attr("kept", 1)
+    compat.set_trial_user_attrs(trial, {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2})
+    assert trial.user_attrs == {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2}
+    assert compat.stored_trial(study, trial).user_attrs == {"a": 1.5, "b": {"x": [1, 2]}, "kept": 2}
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):  # finished: refused, as by set_user_attr
+        compat.set_trial_user_attrs(trial, {"a": 3})

@@ -5,11 +5,14 @@ Public surface (docs/internals.md, docs/memory.md):
 - `MemoryProfile` (frozen): peak bytes, breakdown per component, source, versions; `constraint_bytes(margin)`
 - `ProfileCache(storage_url_or_engine)`: `get_or_profile`, `calibration_margin`, `record_calibration`
 - `max_batch_size(...)`, `seed_check()`: the CLI's `profile --max-batch` and `seed-check`
+- `step_seconds(model_cfg, shape, device="cpu")`: the time of one training step there (the search's CPU
+  cost estimate)
 """
 
 from __future__ import annotations
 
 from scent_search.memory._cache import ProfileCache
+from scent_search.memory._measure import step_seconds
 from scent_search.memory._predict import Adjustments, predict
 from scent_search.memory._profile import (BREAKDOWN_KEYS, COMPONENTS, DEFAULT_MARGIN, RESERVED_ALLOWANCE_BYTES,
                                           MemoryProfile, gib)
@@ -23,5 +26,5 @@ def seed_check(backend: str | None = None) -> dict:
     return _seed_check(backend)
 
 
-__all__ = ["profile_step", "MemoryProfile", "ProfileCache", "max_batch_size", "seed_check", "predict",
-           "Adjustments", "BREAKDOWN_KEYS", "COMPONENTS", "DEFAULT_MARGIN", "RESERVED_ALLOWANCE_BYTES", "gib"]
+__all__ = ["profile_step", "MemoryProfile", "ProfileCache", "max_batch_size", "seed_check", "step_seconds",
+           "predict", "Adjustments", "BREAKDOWN_KEYS", "COMPONENTS", "DEFAULT_MARGIN", "RESERVED_ALLOWANCE_BYTES", "gib"]

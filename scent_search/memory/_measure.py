@@ -7,6 +7,7 @@ next profile in the same process starts from the same baseline.
 from __future__ import annotations
 
 import gc
+import time
 
 import torch
 
@@ -85,6 +86,26 @@ def measure(cfg: ModelConfig, shape: TargetShape, device: str = "cuda") -> Memor
                          versions=versions(), n_params=n_params, oom=False,
                          activation_bytes=sum(breakdown[c] for c in COMPONENTS), model=cfg.to_dict(),
                          shape=shape.to_dict())
+
+
+def step_seconds(cfg: ModelConfig, shape: TargetShape, device: str = "cpu", steps: int = 2) -> float:
+    """Seconds per training step (`train_step`, random inputs) at `shape` on `device`: one warm-up step, then
+    the mean of `steps`. What a step costs there, without train.py's loop around it (data sampling, the
+    first step's FLOP count, evaluation); the search's CPU cost estimate reads it."""
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[]):  # the model's init seed must not change the caller's streams
+        state = _setup(cfg, shape, dev)
+    args = (state["model"], state["opt"], state["lr"], state["coords"], state["rgb"])
+    step = dict(grad_clip=shape.grad_clip, stages=autocast_stages(dev.type, shape.precision))
+    train_step(*args, **step)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(*args, **step)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - t0) / steps
 
 
 def scaled_breakdown(pred: MemoryProfile, total: int) -> tuple[dict[str, int], dict[str, int]]:

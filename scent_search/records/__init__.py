@@ -5,16 +5,19 @@ What a trial stores in Optuna and how every view reads it back, in one place:
   `mirror_legacy_constraints`: the trial record and its constraint, in both stored forms;
 - `peak_rows`, `PeakRow`, `provenance`: the peak the constraint uses, itemised so that it adds up;
 - `KNOBS`, `Knob`, `knobs_label`: the searched knobs;
+- `FeasibilityMap`, `MapCell`, `store_map`, `stored_map`: the peak of every config of a space;
 - units and names: `GIB`, `gib`, `COMPONENTS`, `BREAKDOWN_KEYS`, `CONSTRAINT_NAME`, `OBJECTIVES`, the statuses;
 - `configs_of`, `ConfigResult`, `noise_of`, `Noise`, `with_seed_stats`, `best_config`: configs over their
   seeds, the study's seed-to-seed noise and what is below it;
 - `DEFAULT_STORAGE`, `open_existing`, `load_study`, `safe_url`, `storage_errors`: reading a storage.
 """
 
+from scent_search.records.feasibility import FeasibilityMap, MapCell, store_map, stored_map
 from scent_search.records.knobs import KNOBS, MODEL_KNOBS, Knob, knobs_label, param_order
 from scent_search.records.names import (BREAKDOWN_KEYS, COMPONENTS, CONSTRAINT_NAME, CONSTRAINT_PREFIX, DEVICE_ATTR,
                                         ERROR, FAILED, FEASIBLE, GIB, INFEASIBLE, INTERRUPTED, LEGACY_CONSTRAINTS_KEY,
-                                        NOT_A_RESULT, OBJECTIVES, PRUNED, RUNNING, SPEC_ATTR, STATE, STATUSES, gib)
+                                        MAP_ATTR, NOT_A_RESULT, OBJECTIVES, PRUNED, RUNNING, SPEC_ATTR, STATE, STATUSES,
+                                        gib)
 from scent_search.records.noise import (NOISE_MULTIPLE, ConfigResult, Noise, best_config, config_key, configs_of,
                                         noise_of, with_seed_stats)
 from scent_search.records.peak import (CALIBRATED, MEASURED, OVERHEAD_ROWS, PREDICTED, PeakRow, peak_rows,
@@ -25,8 +28,8 @@ from scent_search.records.trial import (ATTRS, TrialRecord, constraint_values, f
                                         legacy_constraints, mirror_legacy_constraints, set_constraint)
 
 __all__ = ["ATTRS", "BREAKDOWN_KEYS", "CALIBRATED", "COMPONENTS", "CONSTRAINT_NAME", "CONSTRAINT_PREFIX",
-           "ConfigResult", "NOISE_MULTIPLE", "Noise", "best_config", "config_key", "configs_of", "noise_of",
-           "with_seed_stats",
+           "ConfigResult", "FeasibilityMap", "MAP_ATTR", "MapCell", "store_map", "stored_map", "NOISE_MULTIPLE",
+           "Noise", "best_config", "config_key", "configs_of", "noise_of", "with_seed_stats",
            "DEFAULT_STORAGE", "DEVICE_ATTR", "ERROR", "SPEC_ATTR", "FAILED", "FEASIBLE", "GIB", "INFEASIBLE",
            "INTERRUPTED", "KNOBS", "Knob", "LEGACY_CONSTRAINTS_KEY", "MEASURED", "MODEL_KNOBS", "NOT_A_RESULT",
            "OBJECTIVES", "OVERHEAD_ROWS", "PREDICTED", "PRUNED", "PeakRow", "RUNNING", "STATE", "STATUSES",

@@ -82,13 +82,23 @@ class Knob:
                 return f"has duplicate choices: {[list(c) if isinstance(c, tuple) else c for c in choices]}"
         return self.check(choices) if self.check else None
 
+    def distribution(self, choices: tuple) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution of `choices`: what `suggest` asks for and a sampler's search space holds."""
+        if self.log_range:
+            return optuna.distributions.FloatDistribution(choices[0], choices[1], log=True)
+        encode = self.to_optuna or (lambda c: c)
+        return optuna.distributions.CategoricalDistribution([encode(c) for c in choices])
+
+    def value(self, param: Any) -> Any:
+        """A stored Optuna param -> the config value it sets ("128,32" -> (128.0, 32.0))."""
+        return self.from_optuna(param) if self.from_optuna else param
+
     def suggest(self, trial: optuna.Trial, choices: tuple) -> Any:
         """The trial's value (a retried trial gets its stored param back)."""
+        dist = self.distribution(choices)
         if self.log_range:
-            return trial.suggest_float(self.name, choices[0], choices[1], log=True)
-        encode = self.to_optuna or (lambda c: c)
-        value = trial.suggest_categorical(self.name, [encode(c) for c in choices])
-        return self.from_optuna(value) if self.from_optuna else value
+            return trial.suggest_float(self.name, dist.low, dist.high, log=True)
+        return self.value(trial.suggest_categorical(self.name, dist.choices))
 
     def label(self, param: Any) -> str:
         """The stored param as a terminal line shows it: h=256, share=F, s=128,32, bf16, lr=3.0e-04."""

@@ -17,6 +17,8 @@ OBJECTIVES = {"psnr": ("maximize", "PSNR ×4 (dB)"), "peak_memory": ("minimize",
 # Study user attrs: the spec the study was made from (StudySpec.to_dict(), password masked) and the device
 # kind of the run that made it.
 SPEC_ATTR, DEVICE_ATTR = "spec", "device"
+# Study system attr: the feasibility map of the study's space (records/feasibility.py).
+MAP_ATTR = "feasibility_map"
 
 # A trial's status in every view. Every finished trial has exactly one; running ones are not plotted.
 FEASIBLE, INFEASIBLE, PRUNED, FAILED, RUNNING = "feasible", "infeasible", "pruned", "failed", "running"

@@ -121,9 +121,8 @@ class TrialRecord:
         return out
 
     def write(self, trial: optuna.Trial) -> None:
-        """Store `to_attrs()` on a running trial."""
-        for key, value in self.to_attrs().items():
-            trial.set_user_attr(key, value)
+        """Store `to_attrs()` on a running trial (one transaction)."""
+        compat.set_trial_user_attrs(trial, self.to_attrs())
 
     # ---- reading ------------------------------------------------------------------------------------
 

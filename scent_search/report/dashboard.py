@@ -2,7 +2,7 @@
 
 The search service keeps them current while a study runs, through the callback the CLI hands it:
 
-    run_study(plan, reporter, after_trial=DashboardArtifactsCallback())   # after every trial
+    run_study(plan, reporter, after_trial=DashboardArtifactsCallback())   # after trials, throttled
 
 `refresh_study_artifacts` is idempotent and cheap: it reads the trials and the study's system attrs
 once, and writes only what changed (normally the finished trial's note, the two figures and one
@@ -13,6 +13,7 @@ optuna-dashboard's private storage formats are reached through `scent_search.com
 from __future__ import annotations
 
 import logging
+import time
 
 import optuna
 import sqlalchemy.exc
@@ -23,6 +24,7 @@ from optuna_dashboard import save_plotly_graph_object
 from scent_search import compat
 from scent_search.errors import StorageError
 from scent_search.records import RUNNING, mirror_legacy_constraints
+from scent_search.report import feasibility
 from scent_search.report.figures import dashboard_figures, record_note
 from scent_search.report.pareto import summarize
 
@@ -44,7 +46,7 @@ def refresh_study_artifacts(study: optuna.Study) -> None:
         raise StorageError(f"cannot mirror the legacy constraint values: {str(e).splitlines()[0]}") from e
     summary = summarize(study, trials)
     stored = compat.dashboard_figures_json(study)
-    for graph_id, figure in dashboard_figures(summary).items():
+    for graph_id, figure in {**dashboard_figures(summary), **feasibility.dashboard_figures(study, summary)}.items():
         if stored.get(graph_id) != figure.to_json():
             save_plotly_graph_object(study, figure, graph_object_id=graph_id)
     notes = compat.dashboard_notes(study, trials)
@@ -60,18 +62,35 @@ def refresh_study_artifacts(study: optuna.Study) -> None:
 
 class DashboardArtifactsCallback:
     """Optuna callback: `study.optimize(..., callbacks=[DashboardArtifactsCallback()])` refreshes the
-    dashboard figures and notes after every finished trial.
+    dashboard figures and notes after a finished trial, at most once every `min_interval_s` seconds: drawing
+    the figures costs more than all the rest of a trial's bookkeeping (docs/benchmarks.md, "Search"), and a
+    dashboard a few seconds behind shows the same study. The interval counts from the callback's creation
+    (a run shorter than it is refreshed at its end only). `final(study)` refreshes once more when the run
+    ends (the CLI calls it), so the last trials show.
 
     A storage error while refreshing is logged as a warning and does not end the study: the artifacts
-    are a view of the trials, and the next trial's refresh writes whatever this one missed.
+    are a view of the trials, and the next refresh (the next trial's: a failed one does not count toward
+    the interval) writes whatever this one missed.
     """
 
+    def __init__(self, min_interval_s: float = 30.0) -> None:
+        self.min_interval_s = min_interval_s
+        self._last = time.monotonic()  # of the last refresh that succeeded; the interval counts from here
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if time.monotonic() - self._last < self.min_interval_s:
+            return
+        self._refresh(study, f"after trial {trial.number}")
+
+    def final(self, study: optuna.Study) -> None:
+        self._refresh(study, "at the end of the run")
+
+    def _refresh(self, study: optuna.Study, when: str) -> None:
         try:
             refresh_study_artifacts(study)
+            self._last = time.monotonic()
         except (StorageError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
-            _logger.warning(f"dashboard artifacts of study {study.study_name!r} not refreshed after trial "
-                            f"{trial.number}: {e}")
+            _logger.warning(f"dashboard artifacts of study {study.study_name!r} not refreshed {when}: {e}")
 
 
 def attach_all(storage: BaseStorage) -> list[str]:

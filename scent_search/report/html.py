@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import optuna
 import plotly.offline
 
-from scent_search.report import figures
+from scent_search.report import feasibility, figures
 from scent_search.report.export import table
 from scent_search.records import CALIBRATED, FEASIBLE, INFEASIBLE, MEASURED, RUNNING
 from scent_search.report.pareto import PRUNED_COLUMNS, StudySummary, noise_line, pareto_noise, summarize
@@ -173,6 +173,7 @@ copied config (same config and seed, not retrained) is a ring around the trial w
 bytes; the hatched grey parts are what they do not cover (hover for where each comes from).</p>
 {figures.as_html_div(figures.breakdown_figure(summary), "memory-breakdown")}
 </section>
+{feasibility.report_section(study, summary)}
 <section><h2>Parameter importance</h2>
 {figures.as_html_div(figures.importance_figure(importances), "param-importance")}
 </section>

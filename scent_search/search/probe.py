@@ -78,18 +78,19 @@ class PeakProbe:
     for calibration (DESIGN.md section 4): the margin later predictions use comes from the worst pair.
     """
 
-    def __init__(self, storage_url_or_engine: Any, device: str, cache: Any = None) -> None:
+    def __init__(self, storage_url_or_engine: Any, device: str, cache: Any = None, backend: str | None = None) -> None:
         if cache is None:
             from scent_search.memory import ProfileCache  # the memory package owns the probe and its tables
 
             cache = ProfileCache(storage_url_or_engine)
         self.device = device
         self.cache = cache
+        self.backend = backend  # the processor backend predicted; None: what the target GPU would run here
 
     def __call__(self, model_cfg: ModelConfig, shape: TargetShape) -> Peak:
         t0 = time.perf_counter()
         fresh = self.device != "predict" and self.cache.get(model_cfg, shape, self.device, None) is None
-        profile = self.cache.get_or_profile(model_cfg, shape, self.device, None)
+        profile = self.cache.get_or_profile(model_cfg, shape, self.device, self.backend)
         if fresh and not profile.oom:
             # The prediction is of the backend the measurement ran, so the pair compares like with like.
             predicted = self.cache.get_or_profile(model_cfg, shape, "predict", profile.backend)

@@ -5,17 +5,20 @@ created: the spec (unknown keys, types, empty choices, impossible values), the s
 device, the worker count and the data come first; then the storage (its reachability, a resumed study's
 compatibility with the spec).
 
-`run_study` is given what shows and refreshes the run: a reporter (what the terminal prints) and an
-`after_trial` callback (e.g. the report's dashboard refresher). The search service imports neither.
+`run_study` first predicts the feasibility map of the space (search/feasibility.py) and stores it in the
+study; the workers' sampler then draws only feasible configs that no trial holds, and the run ends early,
+with a message, when none is left. On a CPU-only run it says what a trial costs here when that is high
+(search/cost.py). It is given what shows and refreshes the run: a reporter (what the terminal prints) and
+an `after_trial` callback (e.g. the report's dashboard refresher). The search service imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,24 +26,15 @@ import optuna
 
 from scent_search.data import load_data
 from scent_search.errors import ConfigError
-from scent_search.records import TrialRecord, safe_url, storage_errors
-from scent_search.search.spec import SearchSpace, StudySpec, load_spec
-from scent_search.search.storage import open_storage, resolve_url
-from scent_search.search.study import Interrupted, count_trials, open_study
+from scent_search.records import FeasibilityMap, TrialRecord, safe_url, store_map, storage_errors
+from scent_search.search.cost import WARN_ABOVE_S, StepTimer, time_step, trial_cost
+from scent_search.search.feasibility import FeasibleSpace, configs, predict_map
+from scent_search.search.probe import PeakProbe, Probe
+from scent_search.search.spec import SearchSpace, StudySpec, default_spec_path, load_spec
+from scent_search.search.storage import open_storage, resolve_url, schema_lock
+from scent_search.search.study import Interrupted, count_trials, counts_of, open_study
 from scent_search.search.workers import (AfterTrial, Pool, WorkerJob, cpu_threads, device_kind, quiet_optuna,
                                          run_job, worker_devices, worker_seed)
-
-DEFAULT_SPEC = Path("studies/default.toml")  # relative to the working directory
-
-
-def packaged_default_spec() -> Path:
-    """The copy of studies/default.toml shipped inside the package (used when ./studies/ has none)."""
-    return Path(str(resources.files("scent_search") / "studies" / "default.toml"))
-
-
-def default_spec_path() -> Path:
-    return DEFAULT_SPEC if DEFAULT_SPEC.is_file() else packaged_default_spec()
-
 
 @dataclass(frozen=True)
 class RunPlan:
@@ -101,6 +95,7 @@ class RunOutcome:
     ran: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
     interrupted: bool = False
+    exhausted: bool = False  # ended before the target: every feasible config of the space has been tried
     errors: list[str] = field(default_factory=list)
 
 
@@ -145,21 +140,66 @@ def prepare_run(spec_path: str | Path | None = None, *, storage: str | None = No
                    n_existing=counts.total, data=data)
 
 
-def _jobs(plan: RunPlan, after_trial: AfterTrial | None) -> list[WorkerJob]:
+def _jobs(plan: RunPlan, after_trial: AfterTrial | None, fmap: FeasibilityMap) -> list[WorkerJob]:
     deadline = time.time() + plan.timeout if plan.timeout else None
     n = len(plan.devices)
     return [WorkerJob(spec=plan.spec, url=plan.url, device=d, target=plan.target, deadline=deadline,
                       seed=worker_seed(plan.spec.seed, plan.n_existing, i), threads=cpu_threads(n), index=i,
-                      after_trial=after_trial)
+                      after_trial=after_trial, fmap=fmap)
             for i, d in enumerate(plan.devices)]
 
 
-def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: AfterTrial | None = None,
-              train_fn: Any = None, probe: Any = None) -> RunOutcome:
-    """Run the plan's workers until the study has `n_trials` finished trials, the timeout, or Ctrl-C.
+def _map_hint(plan: RunPlan) -> str:
+    """The `scent-search map` command of this study (its storage when the spec alone would not find it)."""
+    storage = "" if plan.url == resolve_url(plan.spec) else f" --storage {shlex.quote(safe_url(plan.url))}"
+    return f"scent-search map {shlex.quote(plan.spec.source) if plan.spec.source else 'STUDY.toml'}{storage}"
 
-    One worker runs in this process (`train_fn` / `probe` may be injected, for tests); more are spawned.
-    `reporter` (default: silent) gets start(...), trial(record), message(line) and finish(study, url,
+
+def _prediction_probe(plan: RunPlan) -> PeakProbe:
+    """The profile cache of the study's database, predicting (the map is predicted, on CUDA too)."""
+    storage = open_storage(plan.url, None)
+    with schema_lock(plan.url):
+        return PeakProbe(storage.engine, "predict")
+
+
+def feasibility_map(plan: RunPlan, probe: Probe, reporter: Reporter) -> FeasibilityMap:
+    """The study's feasibility map (the profile cache answers configs it has seen), stored in the study for the
+    report and the dashboard."""
+    cache = getattr(probe, "cache", None)
+    before = cache.count() if cache is not None else None
+    reporter.message(f"Feasibility map: the peak of each of the {len(configs(plan.spec))} configs of the space at "
+                     "the target step (predicted once; the study's database keeps them)")
+    t0 = time.time()
+    fmap = predict_map(plan.spec, probe)
+    new = cache.count() - before if cache is not None else 0
+    took = f"; {new} predicted now in {time.time() - t0:.0f} s" if new else ""
+    reporter.message(f"Feasibility map: {fmap.summary()}{took}; only those are tried, infeasible configs cost no "
+                     f"trial. Table and heatmap: {_map_hint(plan)}")
+    with storage_errors(plan.url):
+        store_map(optuna.load_study(study_name=plan.spec.name, storage=open_storage(plan.url, None)), fmap)
+    return fmap
+
+
+def announce_cost(plan: RunPlan, probe: Probe, reporter: Reporter, timer: StepTimer | None) -> None:
+    """On a CPU-only run, say what a trial will cost here when that is more than a couple of minutes."""
+    if set(plan.devices) != {"cpu"}:
+        return
+    cost = trial_cost(plan.spec, probe, timer or time_step)
+    if cost is not None and cost.seconds > WARN_ABOVE_S:
+        reporter.message(cost.message(max(0, plan.target - plan.finished), plan.spec.source))
+
+
+def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: AfterTrial | None = None,
+              train_fn: Any = None, probe: Any = None, map_probe: Any = None,
+              step_timer: StepTimer | None = None) -> RunOutcome:
+    """Run the plan's workers until the study has `n_trials` finished trials, nothing feasible is left to
+    try, the timeout, or Ctrl-C.
+
+    First, on a CPU-only run, the cost of a trial here if it is high; then the feasibility map (every
+    config's peak, predicted; stored in the study). One worker runs in this process; more are spawned. For tests,
+    `train_fn` and `probe` (the trials' peak) may be injected for the in-process worker, `map_probe` for the
+    map (default: `probe` when one is given, else the profile cache's prediction), and `step_timer` for the
+    cost. `reporter` (default: silent) gets start(...), trial(record), message(line) and finish(study, url,
     elapsed_s). `after_trial(study, frozen_trial)` runs in each worker after each of its trials.
     """
     reporter = reporter or SilentReporter()
@@ -169,7 +209,7 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
                    device=", ".join(sorted(set(plan.devices))), workers=len(plan.devices),
                    budget_gib=plan.spec.budget_gib)
     t0 = time.time()
-    jobs = _jobs(plan, after_trial)
+    fmap = None
 
     def handle(kind: str, payload: Any) -> None:
         if kind == "trial":
@@ -182,6 +222,10 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
             reporter.message(payload)
 
     try:
+        map_probe = map_probe or probe or _prediction_probe(plan)
+        announce_cost(plan, map_probe, reporter, step_timer)
+        fmap = feasibility_map(plan, map_probe, reporter)
+        jobs = _jobs(plan, after_trial, fmap)
         if len(jobs) == 1:
             run_job(jobs[0], lambda e: handle("trial", e), train_fn=train_fn, probe=probe, data=plan.data,
                     on_message=lambda m: handle("message", m))
@@ -203,7 +247,13 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
     storage = open_storage(plan.url, None)
     with storage_errors(plan.url):
         study = optuna.load_study(study_name=plan.spec.name, storage=storage)
-        outcome.finished = count_trials(study).finished
+        trials = study.get_trials(deepcopy=False)
+        outcome.finished = counts_of(trials).finished
+        space = FeasibleSpace(fmap) if fmap is not None else None
+        if space is not None and not outcome.interrupted and not outcome.errors \
+                and outcome.finished < plan.target and not space.untried(trials):
+            outcome.exhausted = True
+            reporter.message(space.ended(trials, outcome.finished, plan.target))
         if outcome.interrupted:
             reporter.message(f"Interrupted: {outcome.finished}/{plan.target} finished trials are kept; running "
                              "trials were marked failed (fail_reason interrupted): they do not count toward the "

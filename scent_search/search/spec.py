@@ -13,6 +13,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -328,6 +329,19 @@ _SPEC_TABLES: dict[str, type] = {"target": TargetShape, "train": TrainConfig, "m
                                  "repeats": RepeatsSpec}
 
 
+DEFAULT_SPEC = Path("studies/default.toml")  # relative to the working directory
+
+
+def packaged_default_spec() -> Path:
+    """The copy of studies/default.toml shipped inside the package (used when ./studies/ has none)."""
+    return Path(str(resources.files("scent_search") / "studies" / "default.toml"))
+
+
+def default_spec_path() -> Path:
+    """What `run` and `map` read without a STUDY.toml: ./studies/default.toml, else the packaged copy."""
+    return DEFAULT_SPEC if DEFAULT_SPEC.is_file() else packaged_default_spec()
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec TOML file. Errors name the file and the dotted key."""
     path = Path(path)
@@ -342,5 +356,5 @@ def load_spec(path: str | Path) -> StudySpec:
     return StudySpec.from_dict(data, source=str(path))
 
 
-__all__ = ["HeartbeatSpec", "OBJECTIVE_SETS", "PRUNERS", "PrunerSpec", "RepeatsSpec", "SAMPLERS", "SamplerSpec",
-           "SearchSpace", "StudySpec", "load_spec"]
+__all__ = ["DEFAULT_SPEC", "HeartbeatSpec", "OBJECTIVE_SETS", "PRUNERS", "PrunerSpec", "RepeatsSpec", "SAMPLERS",
+           "SamplerSpec", "SearchSpace", "StudySpec", "default_spec_path", "load_spec", "packaged_default_spec"]

@@ -52,19 +52,27 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def _postgresql_settings(dbapi_connection: Any, connection_record: Any) -> None:
+    """synchronous_commit=off: a commit no longer waits for the WAL to reach the disk (a trial writes ~20
+    small transactions; each waited for an fsync). A server crash can lose the last few hundred ms of
+    commits, never the database's consistency: the same trade as SQLite's synchronous=NORMAL above. A lost
+    tell leaves a trial RUNNING, which its stopped heartbeat fails and retries. Set per connection: the
+    server's default is left alone."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET synchronous_commit TO OFF")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 @contextlib.contextmanager
 def _advisory_lock(engine: sqlalchemy.Engine, name: str) -> Iterator[None]:
-    """A PostgreSQL session advisory lock named `name`, held on its own connection."""
+    """A PostgreSQL advisory lock named `name`, held by a transaction on its own connection (released when
+    the transaction ends: two round trips instead of a session lock's four)."""
     digest = hashlib.blake2b(f"scent-search:{name}".encode(), digest_size=8).digest()
     key = int.from_bytes(digest, "big", signed=True)  # a stable signed 64-bit key
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        conn.commit()
-        try:
-            yield
-        finally:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.commit()
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        yield
 
 
 def _make_folder(path: Path, url: str) -> None:
@@ -153,9 +161,11 @@ def open_storage(url: str, heartbeat: HeartbeatSpec | None = None) -> RDBStorage
             storage = RDBStorage(url, engine_kwargs=engine_kwargs(url), **hb)
     except OPEN_ERRORS as e:
         raise open_error(e, url) from e
-    if path is not None:
-        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-        storage.engine.dispose()  # the connections Optuna opened to create its tables lack the pragmas
+    settings = _sqlite_pragmas if path is not None else \
+        _postgresql_settings if storage.engine.dialect.name == "postgresql" else None
+    if settings is not None:
+        sqlalchemy.event.listen(storage.engine, "connect", settings)
+        storage.engine.dispose()  # the connections Optuna opened to create its tables lack the settings
     return storage
 
 

@@ -48,16 +48,19 @@ class Counts:
 
 
 def count_trials(study: optuna.Study) -> Counts:
-    trials = study.get_trials(deepcopy=False)
+    return counts_of(study.get_trials(deepcopy=False))
+
+
+def counts_of(trials: list[FrozenTrial]) -> Counts:
     return Counts(finished=sum(TrialRecord.from_trial(t).counts_toward_target for t in trials),
                   running=sum(t.state == TrialState.RUNNING for t in trials),
                   waiting=sum(t.state == TrialState.WAITING for t in trials), total=len(trials))
 
 
-def _first_difference(stored: Any, new: Any, key: str) -> str | None:
+def first_difference(stored: Any, new: Any, key: str) -> str | None:
     if isinstance(stored, dict) and isinstance(new, dict):
         for k in sorted(set(stored) | set(new)):
-            diff = _first_difference(stored.get(k), new.get(k), f"{key}.{k}")
+            diff = first_difference(stored.get(k), new.get(k), f"{key}.{k}")
             if diff:
                 return diff
         return None
@@ -72,7 +75,7 @@ def check_resumable(study: optuna.Study, spec: StudySpec) -> None:
         return
     new = spec.to_dict()
     for key in COMPARABLE_KEYS:
-        diff = _first_difference(stored.get(key), new.get(key), key)
+        diff = first_difference(stored.get(key), new.get(key), key)
         if diff:
             raise ConfigError(diff, f"differs from the stored study {spec.name!r} (stored: "
                               f"{_lookup(stored, diff)!r}, now: {_lookup(new, diff)!r}); its trials would not be "
@@ -124,21 +127,31 @@ class Interrupted(Exception):
 
 
 class Runner:
-    """Runs trials of `study` with `objective` until the study has `target` finished trials (and
-    `after_target(study)`, called under the slot lock from then on, returns nothing waiting or running),
-    `deadline` (time.time()) passes, or Ctrl-C. `on_trial` gets each trial this worker finished."""
+    """Runs trials of `study` with `objective` until the exploration is over (the study has `target` finished
+    trials, or nothing is left to search: `exhausted`), then the trials `after_target(study)` adds (called under
+    the slot lock from then on; e.g. the repeats), until `deadline` (time.time()) passes, or Ctrl-C. `on_trial`
+    gets each trial this worker finished.
+
+    `exhausted(trials)` says whether the space has nothing left for a new trial; while other workers' trials
+    run the worker waits instead (one of them may die and be retried). `on_ask(trial)` runs on each new
+    trial under the slot lock (e.g. suggest its config there, so that two workers cannot draw the same one).
+    """
 
     def __init__(self, study: optuna.Study, objective: Callable[[optuna.Trial], float], *, url: str, target: int,
                  deadline: float | None = None, on_trial: TrialSink | None = None, poll_s: float = 2.0,
                  after_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
                  on_wait: Callable[[Counts], None] | None = None,
-                 after_target: Callable[[optuna.Study], Any] | None = None) -> None:
+                 after_target: Callable[[optuna.Study], Any] | None = None,
+                 exhausted: Callable[[list[FrozenTrial]], bool] | None = None,
+                 on_ask: Callable[[optuna.Trial], Any] | None = None) -> None:
         self.study, self.objective, self.url = study, objective, url
         self.target, self.deadline, self.poll_s = target, deadline, poll_s
         self.on_trial = on_trial or (lambda t: None)
         self.after_trial = after_trial
         self.on_wait = on_wait
         self.after_target = after_target  # e.g. repeats.RepeatPhase: trials the study runs once it has its target
+        self.exhausted = exhausted
+        self.on_ask = on_ask
         self.ran: list[int] = []  # trial numbers this worker finished
 
     def _rdb(self) -> RDBStorage:
@@ -150,23 +163,34 @@ class Runner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)  # dead workers' trials -> FAIL, retries enqueued
-            counts = count_trials(self.study)
+            trials = self.study.get_trials(deepcopy=False)
+            counts = counts_of(trials)
             if self.deadline is not None and time.time() >= self.deadline:
                 return False
-            if counts.finished >= self.target:  # then only the after-target trials: enqueued, waiting, running
+            left = counts.waiting > 0 or self.exhausted is None or not self.exhausted(trials)
+            if counts.finished >= self.target or (not left and not counts.running):
+                # The exploration is over (its target reached, or nothing left to search and no running trial
+                # that could be retried): only the after-target trials are left (enqueued, waiting, running).
                 extra = self.after_target(self.study) if self.after_target is not None else None
                 if not extra:
                     return False
                 if not extra.waiting:  # running elsewhere: wait (a dead worker's trial is retried here)
                     return None
-            elif counts.finished + counts.running >= self.target:
+            elif counts.finished + counts.running >= self.target or not left:
                 if self.on_wait:
                     self.on_wait(counts)
                 return None
             with warnings.catch_warnings():
                 # "Heartbeat ... supposed to be used with Study.optimize": _run_trial runs the same heartbeat.
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                return self.study.ask()  # pops a waiting retry first, if there is one
+                trial = self.study.ask()  # pops a waiting retry first, if there is one
+            if self.on_ask is not None:
+                try:
+                    self.on_ask(trial)
+                except Exception as e:  # not left RUNNING: without a heartbeat yet, nothing would ever fail it
+                    self._tell(trial, None, TrialState.FAIL, reason=ERROR, error=e)
+                    raise
+            return trial
 
     def run(self) -> list[int]:
         while True:

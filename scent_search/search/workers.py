@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from scent_search.errors import ConfigError
-from scent_search.records import TrialRecord, is_sqlite
+from scent_search.records import FeasibilityMap, TrialRecord, is_sqlite
 from scent_search.search.spec import StudySpec
 
 AfterTrial = Callable[[Any, Any], None]  # (optuna.Study, FrozenTrial) -> None
@@ -99,6 +99,7 @@ class WorkerJob:
     threads: int
     index: int
     after_trial: AfterTrial | None = None
+    fmap: FeasibilityMap | None = None  # the sampler draws only its feasible configs; None: the spec's sampler alone
 
 
 def quiet_optuna() -> None:
@@ -130,9 +131,11 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
              on_message: Callable[[str], None] | None) -> list[int]:
     import torch
 
+    from scent_search.search.feasibility import FeasibleSampler, FeasibleSpace, searched
     from scent_search.search.objective import Objective
     from scent_search.search.probe import PeakProbe, profiling_device
     from scent_search.search.repeats import RepeatPhase
+    from scent_search.search.space import suggest
     from scent_search.search.storage import open_storage, schema_lock
     from scent_search.search.study import Runner, open_study
 
@@ -152,10 +155,21 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
                        f"({counts.finished}/{job.target} finished)")
             waiting_said[0] = True
 
+    exhausted = on_ask = None
+    if job.fmap is not None:
+        space = FeasibleSpace(job.fmap)
+        study.sampler = FeasibleSampler(study.sampler, space, searched(job.spec), seed=job.seed)
+
+        def exhausted(trials: list) -> bool:
+            return not space.untried(trials)
+
+        def on_ask(trial: Any) -> None:
+            suggest(trial, job.spec)  # under the slot lock: no other worker draws the same config meanwhile
+
     runner = Runner(study, objective, url=job.url, target=job.target, deadline=job.deadline,
                     on_trial=lambda t: on_trial(TrialRecord.from_trial(t)), after_trial=job.after_trial,
-                    on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)),
-                    after_target=RepeatPhase(job.spec, on_message) if job.spec.repeats.on else None)
+                    on_wait=on_wait, poll_s=min(2.0, float(job.spec.heartbeat.interval)), exhausted=exhausted,
+                    on_ask=on_ask, after_target=RepeatPhase(job.spec, on_message) if job.spec.repeats.on else None)
     return runner.run()
 
 

@@ -107,8 +107,27 @@ def test_callback_refreshes_after_every_trial(storage_url: str) -> None:
         seen.append(f'"trial-{trial.number}"' in figure and optuna_dashboard_note(s, trial) != "")
 
     study.sampler = optuna.samplers.RandomSampler(seed=1)
-    study.optimize(_objective, n_trials=4, callbacks=[DashboardArtifactsCallback(), probe])
+    study.optimize(_objective, n_trials=4, callbacks=[DashboardArtifactsCallback(min_interval_s=0), probe])
     assert seen == [True] * 4
+
+
+def test_callback_refreshes_at_most_once_per_interval_and_at_the_end(storage_url: str, monkeypatch) -> None:
+    import scent_search.report.dashboard as dashboard
+
+    clock = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
+    study = make_study(storage_url, "throttled", [])
+    callback = DashboardArtifactsCallback(min_interval_s=30)
+
+    def tick(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        clock[0] += 20.0  # each trial takes 20 s
+
+    study.sampler = optuna.samplers.RandomSampler(seed=1)
+    study.optimize(_objective, n_trials=3, callbacks=[tick, callback])  # trials end at 20, 40, 60 s
+    s = fresh(storage_url, "throttled")
+    assert [optuna_dashboard_note(s, t) != "" for t in s.trials] == [True, True, False]  # refreshed at 40 s only
+    callback.final(s)
+    assert all(optuna_dashboard_note(s, t) != "" for t in fresh(storage_url, "throttled").trials)
 
 
 def test_a_storage_error_in_the_callback_is_logged_and_does_not_end_the_study(
@@ -120,7 +139,7 @@ def test_a_storage_error_in_the_callback_is_logged_and_does_not_end_the_study(
 
     monkeypatch.setattr(dashboard, "refresh_study_artifacts", broken)
     study = make_study(storage_url, "locked", [])
-    study.optimize(_objective, n_trials=2, callbacks=[DashboardArtifactsCallback()])
+    study.optimize(_objective, n_trials=2, callbacks=[DashboardArtifactsCallback(min_interval_s=0)])
     assert len(study.trials) == 2
     assert "not refreshed after trial 1: database is locked" in caplog.text
 
@@ -173,13 +192,14 @@ def test_multi_objective_study_in_the_dashboard_report_and_best(tmp_path) -> Non
     """objectives = ["psnr", "peak_memory"]: optuna-dashboard's own Pareto front holds trained feasible
     trials only, both metrics are named, and the report and `best` read the study as before."""
     from scent_search.report import best_of, render_report, summarize
-    from scent_search.search import load_spec, prepare_run, run_study
+    from scent_search.search import Peak, load_spec, prepare_run, run_study
     from tests.search.conftest import FakeProbe, FakeTrain, budget_between, write_spec
 
     path = write_spec(tmp_path, multi_objective=True)
     url = f"sqlite:///{tmp_path / 'mo.db'}"
     plan = prepare_run(path, storage=url, n_trials=10, memory_budget=budget_between(load_spec(path), 0.4))
-    run_study(plan, train_fn=FakeTrain(), probe=FakeProbe())
+    # the map foresees every config fitting; the trials' own peaks make some infeasible (as a measurement can)
+    run_study(plan, train_fn=FakeTrain(), probe=FakeProbe(), map_probe=lambda m, s: Peak(0, 0, 0, "predicted"))
     storage = optuna.storages.RDBStorage(url)
     attach_all(storage)
     study = optuna.load_study(study_name="tiny", storage=storage)

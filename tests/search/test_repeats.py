@@ -195,7 +195,7 @@ def test_two_workers_enqueue_and_run_each_repeat_once(tmp_path, pg_url, study_na
     train = SeededTrain(sleep=0.1)
     _run(_spec(tmp_path, top_k=0), pg_url, study_name, 4, train)  # the exploration, without repeats
     plan = prepare_run(_spec(tmp_path, top_k=2, seeds=2), storage=pg_url, study_name=study_name, n_trials=4)
-    job = _jobs(plan, None)[0]
+    job = _jobs(plan, None, None)[0]
     enqueue = optuna.Study.enqueue_trial
 
     def slow_enqueue(self, *args, **kwargs):

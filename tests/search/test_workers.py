@@ -58,7 +58,7 @@ def _wait_for_training(url: str, name: str, proc: subprocess.Popen, timeout: flo
 
 @pytest.mark.postgres
 def test_two_workers_on_postgres_share_the_target(tmp_path, pg_url, study_name):
-    spec = write_spec(tmp_path, budget=0.3)
+    spec = write_spec(tmp_path, budget=100.0)
     proc = subprocess.run(_cli("run", str(spec), "--storage", pg_url, "--study-name", study_name, "--n-trials", "6",
                                "--workers", "2", "--device", "cpu"),
                           capture_output=True, text=True, timeout=600, env=_env())
@@ -70,6 +70,7 @@ def test_two_workers_on_postgres_share_the_target(tmp_path, pg_url, study_name):
     assert count_trials(study).finished == 6
     assert all("peak_memory" in t.constraints for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6  # never the same config twice
     lines = [line for line in proc.stdout.splitlines() if line.startswith("#")]
     assert sorted(int(line[1:].split()[0]) for line in lines) == list(range(6))  # each trial reported once
 

@@ -131,6 +131,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a ModelConfig field")
     p.add_argument("--data", default=None, help="folder of images (default: the scikit-image photos)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--curve", type=Path, default=None, help="add this run's learning curve to a JSON file")
     p.add_argument("--label", default="model", help="name of the curve in --curve / the PNG")
     p.add_argument("--plot", type=Path, default=None, metavar="CURVES.json", help="draw the curves of a file, then exit")
@@ -150,6 +151,8 @@ def main() -> None:
         smoke_dir = Path(tempfile.mkdtemp())
         args.curve, args.png = args.curve or smoke_dir / "curves.json", smoke_dir / "curve.png"
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     mm = matmul_flops_per_s(seconds=0.3 if args.smoke else 3.0)
     print(f"CPU: {torch.get_num_threads()} threads, fp32 matmul 1024^3: {mm / 1e9:.1f} GFLOP/s")

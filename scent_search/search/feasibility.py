@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -85,24 +85,51 @@ def held_params(t: FrozenTrial) -> dict[str, Any] | None:
     return dict(t.params) if TrialRecord.from_trial(t).is_result else None
 
 
+def same_config(spec: StudySpec) -> Callable[[Mapping[str, Any]], Hashable | None]:
+    """Params -> what they build: configs that build the same model at the same step are one config.
+
+    `ModelConfig.canonical()` decides (with one scale, sharing changes nothing; with one scale and one decoder
+    layer there is no FeedForward, so mult changes nothing): such configs train to the same PSNR, so a study
+    tries one of them. None for params that lack one of the map's knobs.
+    """
+    knobs = map_knobs(spec)
+
+    def identity(params: Mapping[str, Any]) -> Hashable | None:
+        if not all(k in params for k in knobs):
+            return None
+        cfg = trial_config(spec, {k: params[k] for k in knobs})
+        return cfg.model.canonical(), cfg.shape
+
+    return identity
+
+
 class FeasibleSpace:
-    """The map's feasible configs, against the trials of a study (all workers': read from the storage)."""
+    """The map's feasible configs, against the trials of a study (all workers': read from the storage).
 
-    def __init__(self, fmap: FeasibilityMap) -> None:
+    `identity(params)` says which configs are the same (default: the map's cells, one per choice of every
+    knob; `same_config(spec)` also merges configs that build the same model): a config is taken when a trial
+    holds any config with its identity, and only one representative of each is offered.
+    """
+
+    def __init__(self, fmap: FeasibilityMap,
+                 identity: Callable[[Mapping[str, Any]], Hashable | None] | None = None) -> None:
         self.map = fmap
-        self._feasible = {fmap.key(c.params): dict(c.params) for c in fmap.feasible}
-        self._finished: dict[int, tuple | None] = {}  # trial number -> the key it holds, once finished for good
+        self.identity = identity or fmap.key
+        self._feasible: dict[Hashable, dict[str, Any]] = {}
+        for c in fmap.feasible:  # the first cell of each identity, in the map's order
+            self._feasible.setdefault(self.identity(c.params), dict(c.params))
+        self._finished: dict[int, Hashable | None] = {}  # trial number -> what it holds, once finished for good
 
-    def _held(self, t: FrozenTrial) -> tuple | None:
+    def _held(self, t: FrozenTrial) -> Hashable | None:
         if t.number in self._finished:
             return self._finished[t.number]
         params = held_params(t)
-        key = None if params is None else self.map.key(params)
+        key = None if params is None else self.identity(params)
         if t.state.is_finished():  # a finished trial never changes: read its record once
             self._finished[t.number] = key
         return key
 
-    def taken(self, trials: Sequence[FrozenTrial]) -> set[tuple]:
+    def taken(self, trials: Sequence[FrozenTrial]) -> set[Hashable]:
         return {k for k in map(self._held, trials) if k is not None}
 
     def untried(self, trials: Sequence[FrozenTrial]) -> list[dict[str, Any]]:
@@ -121,8 +148,10 @@ class FeasibleSpace:
             return (f"None of the {len(m.cells)} configs of the space fits {budget}{smallest}: nothing to search; "
                     f"{end}")
         more = f" ({over} more exceed {budget})" if over else ""
-        return (f"All {len(m.feasible)} feasible configs of the space have been tried{more}: nothing left to "
-                f"search; {end}")
+        same = len(m.feasible) - len(self._feasible)
+        alike = f", {same} of them the same model as another one" if same else ""
+        return (f"All {len(m.feasible)} feasible configs of the space have been tried{alike}{more}: nothing left "
+                f"to search; {end}")
 
 
 # -- the sampler ------------------------------------------------------------------------------------
@@ -161,7 +190,7 @@ class FeasibleSampler(optuna.samplers.BaseSampler):
                    if all(c.get(k, v) == v for k, v in fixed.items())]
         if not allowed:  # nothing left (the runner checks before it asks): the inner sampler decides
             return {}
-        key = self.space.map.key
+        key = self.space.identity
         by_key = {key(c): c for c in allowed}
         first, seen = None, set()
         for _ in range(self.ATTEMPTS):

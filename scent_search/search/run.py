@@ -28,7 +28,7 @@ from scent_search.data import load_data
 from scent_search.errors import ConfigError
 from scent_search.records import FeasibilityMap, TrialRecord, safe_url, store_map, storage_errors
 from scent_search.search.cost import WARN_ABOVE_S, StepTimer, time_step, trial_cost
-from scent_search.search.feasibility import FeasibleSpace, configs, predict_map
+from scent_search.search.feasibility import FeasibleSpace, configs, predict_map, same_config
 from scent_search.search.probe import PeakProbe, Probe
 from scent_search.search.spec import SearchSpace, StudySpec, default_spec_path, load_spec
 from scent_search.search.storage import open_storage, resolve_url, schema_lock
@@ -249,7 +249,7 @@ def run_study(plan: RunPlan, reporter: Reporter | None = None, *, after_trial: A
         study = optuna.load_study(study_name=plan.spec.name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         outcome.finished = counts_of(trials).finished
-        space = FeasibleSpace(fmap) if fmap is not None else None
+        space = FeasibleSpace(fmap, same_config(plan.spec)) if fmap is not None else None
         if space is not None and not outcome.interrupted and not outcome.errors \
                 and outcome.finished < plan.target and not space.untried(trials):
             outcome.exhausted = True

@@ -131,7 +131,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
              on_message: Callable[[str], None] | None) -> list[int]:
     import torch
 
-    from scent_search.search.feasibility import FeasibleSampler, FeasibleSpace, searched
+    from scent_search.search.feasibility import FeasibleSampler, FeasibleSpace, same_config, searched
     from scent_search.search.objective import Objective
     from scent_search.search.probe import PeakProbe, profiling_device
     from scent_search.search.repeats import RepeatPhase
@@ -157,7 +157,7 @@ def _run_job(job: WorkerJob, on_trial: Callable[[TrialRecord], None], *, train_f
 
     exhausted = on_ask = None
     if job.fmap is not None:
-        space = FeasibleSpace(job.fmap)
+        space = FeasibleSpace(job.fmap, same_config(job.spec))
         study.sampler = FeasibleSampler(study.sampler, space, searched(job.spec), seed=job.seed)
 
         def exhausted(trials: list) -> bool:

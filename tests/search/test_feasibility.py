@@ -15,7 +15,7 @@ from scent_search.records import FeasibilityMap, MapCell, TrialRecord, stored_ma
 from scent_search.report import TerminalReporter
 from scent_search.search import (FeasibleSampler, FeasibleSpace, Peak, configs, load_spec, map_study, predict_map,
                                  prepare_run, run_study, suggest)
-from scent_search.search.feasibility import map_knobs, searched
+from scent_search.search.feasibility import map_knobs, same_config, searched
 
 from tests.search.conftest import FakeProbe, FakeTrain, budget_between, write_spec
 
@@ -82,19 +82,22 @@ def test_a_study_never_repeats_a_config_and_ends_when_the_feasible_ones_are_trie
     budget = budget_between(tiny_spec, 0.05)
     fmap = predict_map(tiny_spec.replace(budget_gib=budget), FakeProbe())
     n_feasible = len(fmap.feasible)
-    assert 0 < n_feasible < 20
+    same = same_config(tiny_spec)
+    n_models = len({same(c.params) for c in fmap.feasible})  # configs that build the same model count once
+    assert 0 < n_models <= n_feasible < 20
     out = io.StringIO()
     train = FakeTrain()
     outcome, study = _run(spec_path, storage_url, study_name, 40, budget=budget, train=train, out=out)
-    params = [tuple(t.params[k] for k in fmap.knobs) for t in study.trials]
-    assert len(params) == len(set(params)) == n_feasible == outcome.finished  # each feasible config once
+    models = [same(t.params) for t in study.trials]
+    assert len(models) == len(set(models)) == n_models == outcome.finished  # each feasible model once
     assert all(t.user_attrs["feasible"] and t.state == TrialState.COMPLETE for t in study.trials)
-    assert len(train.runs) == n_feasible and outcome.exhausted and not outcome.errors
-    assert (f"All {n_feasible} feasible configs of the space have been tried ({48 - n_feasible} more exceed "
-            f"{budget:g} GiB): nothing left to search; the study ends at {n_feasible} of 40 trials") in out.getvalue()
+    assert len(train.runs) == n_models and outcome.exhausted and not outcome.errors
+    alike = f", {n_feasible - n_models} of them the same model as another one" if n_feasible > n_models else ""
+    assert (f"All {n_feasible} feasible configs of the space have been tried{alike} ({48 - n_feasible} more exceed "
+            f"{budget:g} GiB): nothing left to search; the study ends at {n_models} of 40 trials") in out.getvalue()
     # Resuming finds nothing left: no trial, the same message.
     again, study = _run(spec_path, storage_url, study_name, 40, budget=budget)
-    assert again.ran == [] and again.exhausted and len(study.trials) == n_feasible
+    assert again.ran == [] and again.exhausted and len(study.trials) == n_models
 
 
 @pytest.mark.parametrize("sampler", ['name = "tpe"\noptions = { n_startup_trials = 3 }',
@@ -162,12 +165,24 @@ def test_enqueued_and_partly_fixed_trials_keep_their_params(spec_path, tiny_spec
 
 
 def test_with_lr_searched_a_config_is_its_discrete_part(tmp_path, sqlite_url, study_name):
-    path = _space(write_spec(tmp_path), lr="[1e-4, 1e-2]", hidden_dim="[16]", num_decoder_layers="[1]",
+    path = _space(write_spec(tmp_path), lr="[1e-4, 1e-2]", hidden_dim="[16]", num_decoder_layers="[2]",
                   share_scales="[false]", sigma_ls="[[16.0]]")
     outcome, study = _run(path, sqlite_url, study_name, 5, budget=100.0)  # mult [1, 2]: two configs
     assert outcome.finished == 2 and outcome.exhausted
     assert sorted(t.params["mult"] for t in study.trials) == [1, 2]
     assert all(1e-4 <= t.params["lr"] <= 1e-2 for t in study.trials)
+
+
+def test_configs_that_build_the_same_model_are_tried_once(tmp_path, sqlite_url, study_name):
+    """One scale and one decoder layer: no FeedForward (mult changes nothing) and nothing to share. The four
+    cells of the map are one model: one trial, then the study ends and says why."""
+    path = _space(write_spec(tmp_path), hidden_dim="[16]", num_decoder_layers="[1]", share_scales="[false, true]",
+                  sigma_ls="[[16.0]]", mult="[1, 2]")
+    out = io.StringIO()
+    outcome, study = _run(path, sqlite_url, study_name, 4, budget=100.0, out=out)
+    assert len(stored_map(study).cells) == 4
+    assert outcome.finished == 1 and outcome.exhausted and len(study.trials) == 1
+    assert "3 of them the same model as another one" in out.getvalue()
 
 
 def test_the_run_stores_its_map_in_the_study(spec_path, tiny_spec, sqlite_url, study_name):

@@ -30,7 +30,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--sample-q", type=int, default=1024)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam lr (DESIGN.md default 1e-4)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam lr (the design's default 1e-4)")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--residual", choices=("off", "on"), default="off", help="model's residual_bicubic switch")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing of the decoder stacks")

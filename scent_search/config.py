@@ -91,7 +91,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TargetShape:
-    """The training step whose peak memory is the search constraint (DESIGN.md section 4).
+    """The training step whose peak memory is the search constraint (docs/design.md, "Peak memory").
 
     Independent of how long a trial trains: it is the shape the researcher wants to train at.
     """
@@ -120,7 +120,7 @@ class TargetShape:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one config is trained and evaluated (DESIGN.md section 3)."""
+    """How one config is trained and evaluated (docs/design.md, "Training and PSNR")."""
 
     steps: int = 1000  # optimisation steps; the run also stops at `seconds` if set
     seconds: float | None = None

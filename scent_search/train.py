@@ -1,4 +1,4 @@
-"""Training one config and scoring it by validation PSNR (DESIGN.md section 3).
+"""Training one config and scoring it by validation PSNR (docs/design.md, "Training and PSNR").
 
 Public surface:
 - `train(model_cfg, train_cfg, data, device, on_eval=None) -> TrainResult`

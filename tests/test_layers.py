@@ -1,4 +1,4 @@
-"""The package's import graph: layers point down (DESIGN.md section 8), search and report never import each
+"""The package's import graph: layers point down (docs/design.md, "Layout"), search and report never import each
 other, there is no cycle, and the record layer stays torch-free.
 
 Every import counts, including those inside functions: the graph is read from the source with `ast`.

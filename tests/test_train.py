@@ -1,4 +1,4 @@
-"""Training loop, evaluation and PSNR (DESIGN.md section 3)."""
+"""Training loop, evaluation and PSNR (docs/design.md, "Training and PSNR")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Image sources and LR/HR query sampling (DESIGN.md section 3).
+"""Image sources and LR/HR query sampling (docs/design.md, "Training and PSNR").
 
 Public surface:
 - `load_data(spec, train_cfg=None) -> DataSplit` (train / val `ImageSource`s); spec None/"default" or a folder.

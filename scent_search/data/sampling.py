@@ -1,4 +1,4 @@
-"""LR/HR query sampling for training (LIIF's protocol, DESIGN.md section 3) and the fixed validation crops.
+"""LR/HR query sampling for training (LIIF's protocol, docs/design.md, "Training and PSNR") and the fixed validation crops.
 
 Coordinates (see docs/internals.md, "Coordinates"): for an image of n_rows x n_cols pixels, pixel (i, j)
 has coords (y, x) = (-1 + (2i+1)/n_rows, -1 + (2j+1)/n_cols): pixel centres in (-1, 1), row first.

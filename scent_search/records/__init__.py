@@ -1,4 +1,4 @@
-"""The record layer, below the search service and the report, torch-free (DESIGN.md section 8).
+"""The record layer, below the search service and the report, torch-free (docs/design.md, "Layout").
 
 What a trial stores in Optuna and how every view reads it back, in one place:
 - `TrialRecord` (`to_attrs`, `write`, `from_trial`, `status`, `is_result`, `peak_rows`), `set_constraint`,

@@ -1,6 +1,6 @@
 """Where studies live: storage URLs, their engine settings, and opening an existing storage to read it.
 
-- `DEFAULT_STORAGE`: where `run` with no spec stores (DESIGN.md section 7), and every reader's default.
+- `DEFAULT_STORAGE`: where `run` with no spec stores (docs/design.md, "Command line"), and every reader's default.
 - `safe_url(url)`: the URL with its password masked, for every message and log line.
 - `open_existing(url)`: Optuna's RDB storage at `url`, never creating anything: a SQLite file that does not
   exist, or a database without Optuna's tables, is a StorageError.
@@ -25,7 +25,7 @@ from optuna.storages import RDBStorage
 from scent_search.db import engine_kwargs
 from scent_search.errors import ConfigError, StorageError
 
-DEFAULT_STORAGE = "sqlite:///studies/default.db"  # DESIGN.md section 7: `run` with no spec stores here
+DEFAULT_STORAGE = "sqlite:///studies/default.db"  # docs/design.md, "Command line": `run` with no spec stores here
 
 
 def safe_url(url: str) -> str:

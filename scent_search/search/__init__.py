@@ -1,4 +1,4 @@
-"""The search service (DESIGN.md section 5): Optuna studies of decoder designs under a peak-memory budget.
+"""The search service (docs/design.md, "The search service"): Optuna studies of decoder designs under a peak-memory budget.
 
 Public surface:
 - `load_spec(path) -> StudySpec` and its tables (search/spec.py), with the sampler and pruner registries.

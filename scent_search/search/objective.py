@@ -1,4 +1,4 @@
-"""One trial, in the order of DESIGN.md section 5:
+"""One trial, in the order of docs/design.md, "The search service":
 
 1. suggest a config;
 2. get its peak memory at the target shape (profile cache: measured on CUDA, else predicted);

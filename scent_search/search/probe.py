@@ -2,7 +2,7 @@
 
 `PeakProbe(storage, device)` answers `probe(model_cfg, shape) -> Peak`. It asks the profile cache
 (tables in the study's own database), which profiles a config once per key whichever worker asks:
-measured on the GPU when the run's device is CUDA, predicted otherwise (DESIGN.md section 4).
+measured on the GPU when the run's device is CUDA, predicted otherwise (docs/design.md, "Peak memory").
 Tests inject any callable with the same signature.
 """
 
@@ -75,7 +75,7 @@ class PeakProbe:
     """The profile cache of the study's database, bound to one profiling device ("predict" or "cuda:N").
 
     On CUDA, each config this worker measures for the first time is also predicted, and the pair is stored
-    for calibration (DESIGN.md section 4): the margin later predictions use comes from the worst pair.
+    for calibration (docs/design.md, "Peak memory"): the margin later predictions use comes from the worst pair.
     """
 
     def __init__(self, storage_url_or_engine: Any, device: str, cache: Any = None, backend: str | None = None) -> None:

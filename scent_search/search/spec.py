@@ -1,4 +1,4 @@
-"""Study specs (DESIGN.md section 5): one TOML file in studies/ -> one frozen, validated StudySpec.
+"""Study specs (docs/design.md, "The search service"): one TOML file in studies/ -> one frozen, validated StudySpec.
 
 Every table goes through `from_mapping` (unknown keys and wrong types are refused with the dotted key);
 [space] is checked against the knob registry (`records.KNOBS`), [sampler] and [pruner] against the

@@ -1,4 +1,4 @@
-"""The trial contract (DESIGN.md section 5), run in-process with a stand-in probe and training function."""
+"""The trial contract (docs/design.md, "The search service"), run in-process with a stand-in probe and training function."""
 
 from __future__ import annotations
 

@@ -10,6 +10,11 @@ Prints, in one run, for a study spec (default: studies/default.toml, at its own 
     python benchmarks/noise.py                                  # the recorded run (docs/benchmarks.md)
     python benchmarks/noise.py studies/default.toml --seeds 5 --configs 10 --jobs 2
     python benchmarks/noise.py --smoke                          # a few steps, to check the script runs
+    python benchmarks/noise.py --vary spatial_bias=grid,raster,none --seeds 3   # one model field, beside its noise
+    python benchmarks/noise.py --vary num_lp_tokens=16,64 --seeds 3
+
+`--vary FIELD=V1,V2,...` trains the middle config of the space (the middle choice of every searched knob) with
+each value of one ModelConfig field, each with `--seeds` seeds, and prints mean ± std per value instead.
 
 Trainings run in parallel processes (`--jobs`), one intra-op thread each.
 """
@@ -49,6 +54,49 @@ def _label(model: dict, knobs: list[str]) -> str:
     return knobs_label({k: (KNOBS[k].to_optuna or (lambda v: v))(model[k]) for k in knobs})
 
 
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def vary(spec, tcfg: TrainConfig, args) -> None:
+    """Train the space's middle config with each value of one model field, `args.seeds` seeds each."""
+    from scent_search.search.feasibility import searched
+    from scent_search.search.space import trial_config
+
+    field, _, raw = args.vary.partition("=")
+    values = [_value(v) for v in raw.split(",")]
+    middle = {name: dist.choices[len(dist.choices) // 2] for name, dist in searched(spec).items()
+              if hasattr(dist, "choices")}
+    base = trial_config(spec, middle).model
+    data = spec.data if spec.data != "default" else None
+    jobs = [(base.replace(**{field: v}).to_dict(), tcfg.replace(seed=s).to_dict(), data)
+            for v in values for s in range(args.seeds)]
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(_train, jobs))
+    print(f"{field} on {_label(base.to_dict(), list(middle))}, {tcfg.steps} steps, {args.seeds} seeds each "
+          f"(bicubic {results[0]['bicubic']:.3f} dB)")
+    rows = []
+    for i, v in enumerate(values):
+        psnr = [r["psnr"] for r in results[i * args.seeds:(i + 1) * args.seeds]]
+        std = statistics.stdev(psnr) if len(psnr) > 1 else float("nan")
+        rows.append((v, statistics.mean(psnr), std))
+        print(f"  {field}={v!s:<10} {statistics.mean(psnr):.3f} ± {std:.3f} dB   seeds: "
+              f"{', '.join(f'{x:.3f}' for x in psnr)}")
+    best = max(rows, key=lambda r: r[1])
+    pooled = statistics.mean(r[2] ** 2 for r in rows) ** 0.5
+    print(f"  best {field}={best[0]}; pooled seed std {pooled:.3f} dB; differences to the best in units of it: "
+          + ", ".join(f"{r[0]}: {(best[1] - r[1]) / pooled:.1f}" for r in rows if r is not best))
+    print(f"total {time.perf_counter() - t0:.0f} s with {args.jobs} jobs")
+    if args.json:
+        print(json.dumps({"field": field, "rows": rows, "pooled_std": pooled, "steps": tcfg.steps}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", nargs="?", default=None, help="study spec (default: studies/default.toml)")
@@ -58,6 +106,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--smoke", action="store_true", help="3 steps, 3 seeds, 2 configs: only checks that it runs")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    p.add_argument("--vary", default=None, metavar="FIELD=V1,V2", help="compare values of one model field")
     args = p.parse_args()
 
     from scent_search.memory import DEFAULT_MARGIN, predict
@@ -72,6 +121,9 @@ def main() -> None:
     if args.steps:
         tcfg = tcfg.replace(steps=args.steps)
     t0 = time.perf_counter()
+    if args.vary:
+        vary(spec, tcfg, args)
+        return
     configs = [trial_config(spec, params) for params in space_configs(spec)]
     if args.smoke:  # a few configs: the map of the whole space alone takes a minute
         configs = configs[:6]

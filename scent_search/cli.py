@@ -117,7 +117,7 @@ def _profile_table(prof: Any, rows: list[Any], calibration_pairs: int, extra: di
 
 
 @cli.command()
-@click.option("--preset", default="baseline", show_default=True, help="Named preset (docs/design.md, "The model").")
+@click.option("--preset", default="baseline", show_default=True, help="Named preset (scent_search/model/presets.py; the researcher's option-a ... solution-5 are aliases).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a model argument, e.g. --set hidden_dim=256 --set 'sigma_ls=[64]'.")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)

@@ -54,22 +54,14 @@ def _label(model: dict, knobs: list[str]) -> str:
     return knobs_label({k: (KNOBS[k].to_optuna or (lambda v: v))(model[k]) for k in knobs})
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def vary(spec, tcfg: TrainConfig, args) -> None:
     """Train the space's middle config with each value of one model field, `args.seeds` seeds each."""
+    from scent_search.mapping import parse_literal
     from scent_search.search.feasibility import searched
     from scent_search.search.space import trial_config
 
     field, _, raw = args.vary.partition("=")
-    values = [_value(v) for v in raw.split(",")]
+    values = [parse_literal(v) for v in raw.split(",")]
     middle = {name: dist.choices[len(dist.choices) // 2] for name, dist in searched(spec).items()
               if hasattr(dist, "choices")}
     base = trial_config(spec, middle).model

@@ -14,8 +14,8 @@ Prints, in one run:
     python benchmarks/train.py --diagnose --seconds 90  # is the model reading its LR input at all?
     python benchmarks/train.py --smoke                  # a few steps: checks that the script runs
 
-The script only uses APIs that the first model (before the researcher's architecture) also had, so the same
-script measures both: run it with an older checkout first on PYTHONPATH.
+Without --set the script only uses APIs that the first model (before the researcher's architecture) also had,
+so the same script measures both: run it with an older checkout first on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -76,19 +76,6 @@ def diagnose(base: ModelConfig, tcfg: TrainConfig, data: DataSplit) -> None:
         r = train(base, cfg, one_split, "cpu")
         print(f"overfit one crop, augment={augment}: {r.steps_done} steps, {r.psnr:.2f} dB (bicubic "
               f"{r.bicubic_psnr:.2f}, the crop's mean colour {one_mean:.2f})")
-
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if "," in text or text.startswith("("):
-        return tuple(float(x) for x in text.strip("()[]").split(",") if x)
-    return text
 
 
 def plot(curves_path: Path, png: Path) -> None:
@@ -156,7 +143,11 @@ def main() -> None:
     torch.manual_seed(0)
     mm = matmul_flops_per_s(seconds=0.3 if args.smoke else 3.0)
     print(f"CPU: {torch.get_num_threads()} threads, fp32 matmul 1024^3: {mm / 1e9:.1f} GFLOP/s")
-    overrides = dict(SMALL, **{k: _value(v) for k, v in (s.split("=", 1) for s in args.set)})
+    overrides = dict(SMALL)
+    if args.set:  # (an older checkout has no scent_search.mapping: measure it without --set)
+        from scent_search.mapping import parse_literal
+
+        overrides.update({k: parse_literal(v) for k, v in (s.split("=", 1) for s in args.set)})
     base = ModelConfig(**overrides)
     tcfg = TrainConfig(steps=args.steps, seconds=args.seconds, batch_size=args.batch_size, sample_q=args.sample_q,
                        lr_size=args.lr_size, lr=args.lr, warmup_steps=args.warmup, eval_points=args.eval_points,

@@ -60,21 +60,14 @@ def echo_json(data: Any) -> None:
 
 def _parse_set(items: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     """`KEY=VALUE` pairs; VALUE is a TOML/JSON literal (`512`, `true`, `[128, 32]`), else a plain string."""
-    import tomllib
+    from scent_search.mapping import parse_literal
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(flag, f"expected KEY=VALUE, got {item!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-        out[key.strip()] = value
+        out[key.strip()] = parse_literal(raw)
     return out
 
 

@@ -16,6 +16,21 @@ from typing import Any, Mapping
 from scent_search.errors import ConfigError
 
 
+def parse_literal(raw: str) -> Any:
+    """A value typed on a command line: a TOML literal (`512`, `true`, `[128, 32]`, `"grid"`), else JSON, else the
+    plain string (`grid`)."""
+    import json
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+
+
 def require(cond: bool, key: str, message: str) -> None:
     """The check of a frozen config's `__post_init__`: a ConfigError about `key` unless `cond`."""
     if not cond:

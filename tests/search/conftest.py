@@ -176,3 +176,11 @@ def budget_between(spec: StudySpec, frac: float = 0.5) -> float:
                                num_decoder_layers=max(space["num_decoder_layers"]), sigma_ls=(16.0, 4.0))
     lo, hi = fake_peak_bytes(small, spec.target), fake_peak_bytes(large, spec.target)
     return (lo + frac * (hi - lo)) / GIB
+
+
+def one_line_exit_2(result) -> str:
+    """The CLI result's one line of output, asserting exit code 2 (a refused input, with nothing else said)."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from scent_search.cli import cli
 
-from tests.search.conftest import write_spec
+from tests.search.conftest import one_line_exit_2, write_spec
 
 SEARCH_COMMANDS = ("run", "studies", "best")
 BUDGET = 0.334  # GiB: the tiny spec's predicted peaks are 0.330-0.363 GiB (mostly the reserved allowance): about half fit
@@ -64,31 +64,24 @@ def test_small_study_end_to_end(tmp_path, sqlite_url, study_name):
         assert data["model_config"]["hidden_dim"] == data["best"]["params"]["hidden_dim"]
 
 
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_bad_spec_is_one_line_exit_2(tmp_path, sqlite_url):
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("mult = [1, 2]", "mult = []"))
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", sqlite_url]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", sqlite_url]))
     assert str(spec) in line and "space.mult" in line
 
 
 def test_unknown_key_is_one_line_exit_2(tmp_path, sqlite_url):
     spec = write_spec(tmp_path)
     spec.write_text('colour = "blue"\n' + spec.read_text())
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", sqlite_url]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", sqlite_url]))
     assert "colour" in line and "unknown key" in line
 
 
 def test_unreachable_database_is_one_line_exit_2(tmp_path):
     spec = write_spec(tmp_path)
     url = "postgresql+psycopg://scent:hunter2@127.0.0.1:1/nowhere"
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", url]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", url]))
     assert "hunter2" not in line and "127.0.0.1" in line
 
 
@@ -106,8 +99,8 @@ def test_bad_arguments_exit_2(tmp_path, sqlite_url, args, words):
 
 def test_best_of_unknown_study_and_missing_file(tmp_path):
     url = f"sqlite:///{tmp_path / 'none.db'}"
-    _one_line_exit_2(CliRunner().invoke(cli, ["best", "nope", "--storage", url]))
-    _one_line_exit_2(CliRunner().invoke(cli, ["studies", "--storage", url]))
+    one_line_exit_2(CliRunner().invoke(cli, ["best", "nope", "--storage", url]))
+    one_line_exit_2(CliRunner().invoke(cli, ["studies", "--storage", url]))
     assert not (tmp_path / "none.db").exists()  # reading never creates a database
 
 
@@ -128,7 +121,7 @@ def test_infinite_budget_is_refused(tmp_path, args, old, new, key):
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace(old, new))
     db = tmp_path / "store" / "s.db"
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", f"sqlite:///{db}", *args]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", f"sqlite:///{db}", *args]))
     assert key in line and ("inf" in line or "nan" in line)
     _nothing_stored(db)
 
@@ -137,14 +130,14 @@ def test_sqlite_file_under_a_file_is_refused(tmp_path):
     spec = write_spec(tmp_path)
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", f"sqlite:///{afile}/x.db"]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", f"sqlite:///{afile}/x.db"]))
     assert str(afile) in line and "not a folder" in line
     assert afile.read_text() == "not a folder"
 
 
 def test_sqlite_folder_that_cannot_be_made_is_refused(tmp_path):
     spec = write_spec(tmp_path)
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", "sqlite:////proc/nope/x.db"]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", "sqlite:////proc/nope/x.db"]))
     assert "/proc/nope" in line and "cannot create folder" in line
 
 
@@ -162,7 +155,7 @@ def test_bad_data_is_refused_before_the_study_exists(tmp_path, study_name, make,
     spec.write_text(f'data = "{folder}"\n' + spec.read_text())
     db = tmp_path / "store" / "s.db"
     url = f"sqlite:///{db}"
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", url, "--study-name", study_name]))
+    line = one_line_exit_2(CliRunner().invoke(cli, ["run", str(spec), "--storage", url, "--study-name", study_name]))
     assert str(folder) in line and words in line
     _nothing_stored(db)
     # The corrected spec starts the study afresh.

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from scent_search.cli import cli
 
-from tests.search.conftest import write_spec
+from tests.search.conftest import one_line_exit_2, write_spec
 from tests.search.test_feasibility import _two_configs
 
 
@@ -34,22 +34,15 @@ def test_map_prints_the_table_and_summary_and_writes_the_heatmap(tmp_path, sqlit
     assert [c["mult"] for c in data["cells"]] == [1, 2] and not any(c["fits"] for c in data["cells"])
 
 
-def _one_line_exit_2(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 def test_bad_input_is_one_line_exit_2(tmp_path, sqlite_url):
     spec = write_spec(tmp_path)
     spec.write_text(spec.read_text().replace("mult = [1, 2]", "mult = []"))
-    assert "space.mult" in _one_line_exit_2(CliRunner().invoke(cli, ["map", str(spec), "--storage", sqlite_url]))
+    assert "space.mult" in one_line_exit_2(CliRunner().invoke(cli, ["map", str(spec), "--storage", sqlite_url]))
     good = write_spec(tmp_path, name="good.toml")
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["map", str(good), "--storage",
+    line = one_line_exit_2(CliRunner().invoke(cli, ["map", str(good), "--storage",
                                                      "postgresql+psycopg://u:secret@127.0.0.1:1/x"]))
     assert "secret" not in line and "127.0.0.1" in line
-    line = _one_line_exit_2(CliRunner().invoke(cli, ["map", str(good), "--storage", sqlite_url,
+    line = one_line_exit_2(CliRunner().invoke(cli, ["map", str(good), "--storage", sqlite_url,
                                                      "--out", str(tmp_path / "no" / "map.html")]))
     assert "--out" in line
 

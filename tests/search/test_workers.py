@@ -126,6 +126,7 @@ def test_ctrl_c_marks_the_running_trial_failed(tmp_path, sqlite_url, study_name)
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         running = _wait_for_training(sqlite_url, study_name, proc)
+        time.sleep(1.0)  # into the training steps, past the trial's own storage writes
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -97,6 +99,27 @@ def adam_step(opt: torch.optim.Adam, tracker: StorageTracker, analytic: bool = T
         return
     params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
     tracker.transient(sum(round_alloc(p.numel() * p.element_size()) for p in params), "optimizer_state")
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C during a tracked run is raised when the run ends (a second or two later), not inside it.
+
+    The tracker counts frees in weakref callbacks, and most of a prediction's Python time is spent in them; a
+    KeyboardInterrupt raised inside a callback is printed and dropped by Python ("Exception ignored in ..."),
+    and the search would go on as if nothing had been asked. Main thread only (signals are delivered there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: fired.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if fired:
+            raise KeyboardInterrupt
 
 
 def _stages(emu: cm.CudaAutocast | None, cpu_bf16: bool, comps: Components) -> Stages:
@@ -197,7 +220,8 @@ def predict(cfg: ModelConfig, shape: TargetShape, backend: str | None = None,
     if adjustments.cublas_workspace is not None and torch.cuda.is_available():  # size it for the local GPU
         major = torch.cuda.get_device_capability(0)[0]
         adjustments = dataclasses.replace(adjustments, cublas_workspace="sm90" if major >= 9 else "sm80")
-    tracker, n_params = run_step(cfg, shape, backend, adjustments, mode="fake")
+    with interrupts_deferred():
+        tracker, n_params = run_step(cfg, shape, backend, adjustments, mode="fake")
     breakdown, scales = split_breakdown(tracker.peak_live)
     capacity, kind = None, f"predicted:{adjustments.cublas_workspace or 'cpu'}"
     if torch.cuda.is_available():
@@ -229,7 +253,7 @@ def activation_bytes(module_factory, input_shape: tuple[int, ...], precision: st
         x = torch.empty(*input_shape, requires_grad=True)
         tracker = StorageTracker()
         emu = cm.CudaAutocast(torch.bfloat16) if precision == "bf16" else None
-        with tracker, (emu or contextlib.nullcontext()):
+        with interrupts_deferred(), tracker, (emu or contextlib.nullcontext()):
             if emu is not None:
                 emu.enabled = True
             out = module(x)

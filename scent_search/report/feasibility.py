@@ -7,6 +7,7 @@ line, the budget contour, runs between the cells that fit and those that do not.
 trial replaced the prediction) have their number in bold.
 
 - `map_figure(fmap)`: the plotly figure; `map_page(fmap, title)`: an offline HTML page (plotly.js embedded);
+- `compact_map_figure(fmap)`: one heatmap, rows of knob combinations, for the dashboard's small box;
 - `study_map(study, summary)`: the stored map of a study, at its budget, measured cells applied;
 - `report_section(study, summary)`, `dashboard_figures(study, summary)`: what the report and the dashboard add.
 """
@@ -136,6 +137,42 @@ def map_figure(fmap: FeasibilityMap, title: str | None = None) -> go.Figure:
     return fig
 
 
+def compact_map_figure(fmap: FeasibilityMap) -> go.Figure:
+    """The map as one heatmap for optuna-dashboard's small fixed-size box: hidden_dim × mult across, one row
+    per combination of the other knobs, the same colours, the budget contour and the numbers (small)."""
+    if not fmap.cells:
+        return map_figure(fmap)
+    across = [k for k in (X_KNOB, Y_KNOB) if k in fmap.knobs]
+    down = [k for k in fmap.knobs if k not in across]
+    cols, rows = _panel_keys(fmap, across), _panel_keys(fmap, down)
+    cols.sort(key=lambda c: tuple((isinstance(v, str), v) for v in c))
+    by_key = {fmap.key(c.params): c for c in fmap.cells}
+    grid = [[by_key.get(fmap.key({**dict(zip(down, r)), **dict(zip(across, c))})) for c in cols] for r in rows]
+    zmax = max(max(c.peak_gib for c in fmap.cells), fmap.budget_gib) * 1.0001
+    hover = [["" if cell is None else html.escape(knobs_label(cell.params)) + f"<br>peak {cell.peak_gib:.3f} GiB"
+              f" ({cell.source})<br>" + ("fits" if fmap.fits(cell) else "exceeds") + f" {fmap.budget_gib:g} GiB"
+              for cell in line] for line in grid]
+    fig = go.Figure(go.Heatmap(
+        z=[[None if cell is None else cell.peak_gib for cell in line] for line in grid],
+        x=list(range(len(cols))), y=list(range(len(rows))), zmin=0, zmax=zmax, colorscale=_colorscale(fmap, zmax),
+        text=[["" if cell is None else f"{cell.peak_gib:.2g}" for cell in line] for line in grid],
+        texttemplate="%{text}", textfont=dict(size=8), hovertext=hover, hoverinfo="text", xgap=1, ygap=1,
+        colorbar=dict(title="GiB", thickness=10, tickvals=[0, fmap.budget_gib], ticktext=["0", "budget"])))
+    cx, cy = _contour(grid, fmap.fits)
+    if cx:
+        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", line=dict(color="black", width=2), hoverinfo="skip",
+                                 showlegend=False))
+    fig.update_xaxes(tickvals=list(range(len(cols))), tickangle=-90, tickfont=dict(size=9),
+                     ticktext=[html.escape(knobs_label(dict(zip(across, c)))) for c in cols])
+    fig.update_yaxes(tickvals=list(range(len(rows))), tickfont=dict(size=8), automargin=True,
+                     ticktext=[html.escape(knobs_label(dict(zip(down, r)))) for r in rows])
+    fig.update_layout(template="plotly_white", height=450, margin=dict(t=50, l=10, r=10, b=10),
+                      title=dict(text=f"Feasibility map: {fmap.summary()}<br><sup>black line: the budget contour; "
+                                      "hover a cell for its config and where its peak comes from</sup>",
+                                 font=dict(size=12)))
+    return fig
+
+
 def map_page(fmap: FeasibilityMap, title: str) -> str:
     """A self-contained HTML page of the map (plotly.js embedded: it opens offline)."""
     fig = map_figure(fmap, title=f"{html.escape(title)}: {fmap.summary()}<br><sup>black line: the budget contour; "
@@ -167,7 +204,7 @@ def report_section(study: optuna.Study, summary: StudySummary) -> str:
 def dashboard_figures(study: optuna.Study, summary: StudySummary) -> dict[str, go.Figure]:
     """The map as an optuna-dashboard custom figure ({} without a stored map)."""
     fmap = study_map(study, summary)
-    return {} if fmap is None else {GRAPH_ID: map_figure(fmap)}
+    return {} if fmap is None else {GRAPH_ID: compact_map_figure(fmap)}
 
 
-__all__ = ["GRAPH_ID", "dashboard_figures", "map_figure", "map_page", "report_section", "study_map"]
+__all__ = ["GRAPH_ID", "compact_map_figure", "dashboard_figures", "map_figure", "map_page", "report_section", "study_map"]

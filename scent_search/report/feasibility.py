@@ -155,7 +155,8 @@ def compact_map_figure(fmap: FeasibilityMap) -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=[[None if cell is None else cell.peak_gib for cell in line] for line in grid],
         x=list(range(len(cols))), y=list(range(len(rows))), zmin=0, zmax=zmax, colorscale=_colorscale(fmap, zmax),
-        text=[["" if cell is None else f"{cell.peak_gib:.2g}" for cell in line] for line in grid],
+        text=[["" if cell is None else (f"<b>{cell.peak_gib:.3g}</b>" if cell.source == MEASURED
+                                        else f"{cell.peak_gib:.3g}") for cell in line] for line in grid],
         texttemplate="%{text}", textfont=dict(size=8), hovertext=hover, hoverinfo="text", xgap=1, ygap=1,
         colorbar=dict(title="GiB", thickness=10, tickvals=[0, fmap.budget_gib], ticktext=["0", "budget"])))
     cx, cy = _contour(grid, fmap.fits)
@@ -168,7 +169,7 @@ def compact_map_figure(fmap: FeasibilityMap) -> go.Figure:
                      ticktext=[html.escape(knobs_label(dict(zip(down, r)))) for r in rows])
     fig.update_layout(template="plotly_white", height=450, margin=dict(t=50, l=10, r=10, b=10),
                       title=dict(text=f"Feasibility map: {fmap.summary()}<br><sup>black line: the budget contour; "
-                                      "hover a cell for its config and where its peak comes from</sup>",
+                                      "bold: measured; hover a cell for its config</sup>",
                                  font=dict(size=12)))
     return fig
 

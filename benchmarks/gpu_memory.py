@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cache = ProfileCache(args.storage) if args.storage and not args.dry_run else None
     rows, misses = [], 0
-    header = (f"{'preset':<12}{'prec':<6}{'measured GiB':>13}{'reserved GiB':>13}{'predicted GiB':>14}"
+    header = (f"{'preset':<21}{'prec':<6}{'measured GiB':>13}{'reserved GiB':>13}{'predicted GiB':>14}"
               f"{'pred/meas':>10}{'after GiB':>10}{'time s':>8}  backend")
     print(header)
     for name in args.presets.split(","):
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio_s = f"{row['ratio']:.4f}" + ("" if ok else " *")
             else:
                 meas_s = res_s = ratio_s = "-"
-            print(f"{name:<12}{precision:<6}{meas_s:>13}{res_s:>13}{gib(pred.peak_allocated_bytes):>14.3f}"
+            print(f"{name:<21}{precision:<6}{meas_s:>13}{res_s:>13}{gib(pred.peak_allocated_bytes):>14.3f}"
                   f"{ratio_s:>10}{gib(after):>10.3f}{dt:>8.1f}  {backend}", flush=True)
             rows.append(row)
     if cache is not None:

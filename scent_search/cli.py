@@ -282,7 +282,7 @@ def run(spec_file: str | None, storage: str | None, study_name: str | None, n_tr
                    "runs) or the PyTorch scan. Default: what the study's trials predict here (mamba_ssm if it "
                    "imports, else torch).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the heatmap as an HTML page that opens offline.")
+              help="Where to write the heatmap, an HTML page that opens offline (default: NAME-map.html here).")
 @json_option
 def map_(spec_file: str | None, storage: str | None, memory_budget: float | None, backend: str | None,
          out: str | None, as_json: bool) -> None:
@@ -314,8 +314,8 @@ def map_(spec_file: str | None, storage: str | None, memory_budget: float | None
         result = map_study(spec_file, storage=storage, memory_budget=memory_budget, backend=backend,
                            on_config=progress)
     fmap, spec = result.map, result.spec
-    if out:
-        Path(out).write_text(map_page(fmap, f"{spec.name}: peak memory at the target step"), encoding="utf-8")
+    out = out or f"{spec.name}-map.html"
+    Path(out).write_text(map_page(fmap, f"{spec.name}: peak memory at the target step"), encoding="utf-8")
     shape = (f"batch {spec.target.batch_size} x {spec.target.queries} queries, LR {spec.target.lr_size}, "
              f"{spec.target.precision}{', checkpointing' if spec.target.checkpointing else ''}")
     cached = (f"{result.new_predictions} predicted now in {result.seconds:.0f} s, "
@@ -346,8 +346,7 @@ def map_(spec_file: str | None, storage: str | None, memory_budget: float | None
         click.echo("Note: mamba-ssm does not import here, so the PyTorch scan's memory is predicted (and this "
                    "machine's trials use it); a CUDA machine with mamba-ssm runs its fused kernels: --backend "
                    "mamba_ssm")
-    if out:
-        click.echo(f"heatmap: {out}")
+    click.echo(f"heatmap: {out}")
 
 
 @cli.command()

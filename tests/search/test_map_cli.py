@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from scent_search.cli import cli
 
 from tests.search.conftest import one_line_exit_2, write_spec
 from tests.search.test_feasibility import _two_configs
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `map` writes its heatmap here without --out
 
 
 def test_map_prints_the_table_and_summary_and_writes_the_heatmap(tmp_path, sqlite_url):
@@ -32,6 +38,8 @@ def test_map_prints_the_table_and_summary_and_writes_the_heatmap(tmp_path, sqlit
     data = json.loads(again.output)
     assert data["configs"] == 2 and data["fit"] == 0 and data["new_predictions"] == 0  # cached
     assert [c["mult"] for c in data["cells"]] == [1, 2] and not any(c["fits"] for c in data["cells"])
+    default = tmp_path / f"{data['study']}-map.html"  # without --out: NAME-map.html here
+    assert data["out"] == default.name and default.is_file() and "plotly" in default.read_text()
 
 
 def test_bad_input_is_one_line_exit_2(tmp_path, sqlite_url):

@@ -109,8 +109,8 @@ def interrupts_deferred() -> Iterator[None]:
     KeyboardInterrupt raised inside a callback is printed and dropped by Python ("Exception ignored in ..."),
     and the search would go on as if nothing had been asked. Main thread only (signals are delivered there).
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or not callable(signal.getsignal(signal.SIGINT)):
+        yield  # not the main thread, or SIGINT ignored (nohup ... &) or left to the OS: nothing to hold
         return
     fired: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: fired.append(signum))

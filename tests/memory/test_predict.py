@@ -207,6 +207,7 @@ def test_ctrl_c_during_a_prediction_is_raised_when_it_ends_not_lost():
     from scent_search.memory._predict import interrupts_deferred
 
     reached = []
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (not under nohup ... &)
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
             os.kill(os.getpid(), signal.SIGINT)
@@ -214,3 +215,8 @@ def test_ctrl_c_during_a_prediction_is_raised_when_it_ends_not_lost():
             reached.append("the block ran to its end")
     assert reached == ["the block ran to its end"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the usual handler is back
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an ignored SIGINT stays ignored: nothing is held or raised
+    with interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(100_000))
+    signal.signal(signal.SIGINT, before)

@@ -121,9 +121,12 @@ def _cfg(spec, params):
 
 def test_ctrl_c_marks_the_running_trial_failed(tmp_path, sqlite_url, study_name):
     spec = _slow_spec(tmp_path)
+    # The child gets SIGINT's default disposition, as in a terminal: a test run in the background
+    # (`nohup ... &`) would otherwise hand it an ignored SIGINT, which Python keeps ignoring.
     proc = subprocess.Popen(_cli("run", str(spec), "--storage", sqlite_url, "--study-name", study_name,
                                  "--n-trials", "3", "--device", "cpu"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         running = _wait_for_training(sqlite_url, study_name, proc)
         time.sleep(1.0)  # into the training steps, past the trial's own storage writes

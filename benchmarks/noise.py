@@ -104,6 +104,8 @@ def main() -> None:
     from scent_search.memory import DEFAULT_MARGIN, predict
     from scent_search.search import default_spec_path, load_spec
     from scent_search.search.feasibility import configs as space_configs
+    from scent_search.search.feasibility import same_config
+    from scent_search.units import GIB
     from scent_search.search.space import trial_config
 
     spec = load_spec(args.spec or default_spec_path())
@@ -116,18 +118,22 @@ def main() -> None:
     if args.vary:
         vary(spec, tcfg, args)
         return
-    configs = [trial_config(spec, params) for params in space_configs(spec)]
+    # One config per model (configs that build the same model train to the same PSNR: ModelConfig.canonical).
+    same = same_config(spec)
+    distinct = list({same(params): params for params in reversed(space_configs(spec))}.values())[::-1]
+    configs = [trial_config(spec, params) for params in distinct]
     if args.smoke:  # a few configs: the map of the whole space alone takes a minute
         configs = configs[:6]
-    budget = spec.budget_gib * 2 ** 30
-    feasible = [c for c in configs if predict(c.model, c.shape).constraint_bytes(DEFAULT_MARGIN) <= budget]
-    print(f"spec {spec.source}: {len(configs)} configs, {len(feasible)} fit {spec.budget_gib:g} GiB "
+    peaks = [predict(c.model, c.shape) for c in configs]  # one prediction each
+    fits = [(c, p) for c, p in zip(configs, peaks) if p.constraint_bytes(DEFAULT_MARGIN) <= spec.budget_gib * GIB]
+    feasible = [c for c, _ in fits]
+    print(f"spec {spec.source}: {len(configs)} distinct configs, {len(feasible)} fit {spec.budget_gib:g} GiB "
           f"(predicted, {time.perf_counter() - t0:.0f} s); training {tcfg.steps} steps, batch {tcfg.batch_size} x "
           f"{tcfg.sample_q} queries, LR {tcfg.lr_size}, lr {tcfg.lr:g}; validation {tcfg.val_crops} crops of "
           f"{tcfg.val_hr_size} px at x4")
     knobs = [k for k, v in spec.space.choices.items() if v is not None and k in feasible[0].model.to_dict()]
     # The noise config: the middle of the feasible configs by predicted peak (a typical one, not an extreme).
-    noise_cfg = sorted(feasible, key=lambda c: predict(c.model, c.shape).peak_allocated_bytes)[len(feasible) // 2]
+    noise_cfg = sorted(fits, key=lambda cp: cp[1].peak_allocated_bytes)[len(fits) // 2][0]
     rng = random.Random(0)
     spread_cfgs = rng.sample(feasible, min(args.configs, len(feasible)))
     jobs = [(noise_cfg.model.to_dict(), tcfg.replace(seed=s).to_dict(), spec.data if spec.data != "default" else None)
